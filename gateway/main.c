@@ -24,6 +24,8 @@
 #include "config/config.h"
 #include "core/log.h"
 #include "core/worker.h"
+#include "gate/flow.h"
+#include "gate/runtime.h"
 
 static const char *conf_path = SESAME_CONF_DEFAULT_PATH;
 static struct sesame_conf *running;
@@ -39,6 +41,21 @@ usage(FILE *f)
             "  -h       this help\n"
             "  -v       version\n",
             SESAME_CONF_DEFAULT_PATH);
+}
+
+/* Loads the configuration and builds its runtime (pages, plugins, keys).
+ * Returns NULL with every problem in *errors. */
+static struct sesame_conf *
+load_all(const char *path, char **errors)
+{
+    struct sesame_conf *c = sesame_conf_load(path, errors);
+    if (c == NULL)
+        return NULL;
+    if (sesame_runtime_attach(c, errors) != SESAME_OK) {
+        sesame_conf_unref(c);
+        return NULL;
+    }
+    return c;
 }
 
 static void
@@ -71,7 +88,7 @@ on_reload(evutil_socket_t sig, short what, void *arg)
 {
     sesame_log_info("SIGHUP: reloading %s", conf_path);
     char *errors = NULL;
-    struct sesame_conf *c = sesame_conf_load(conf_path, &errors);
+    struct sesame_conf *c = load_all(conf_path, &errors);
     if (c == NULL) {
         sesame_log_error("reload refused, the running configuration stays in use:");
         log_errors(errors);
@@ -142,7 +159,7 @@ main(int argc, char **argv)
     }
     evthread_use_pthreads();
     char *errors = NULL;
-    running = sesame_conf_load(conf_path, &errors);
+    running = load_all(conf_path, &errors);
     if (running == NULL) {
         fputs(errors ? errors : "configuration invalid\n", stderr);
         free(errors);
@@ -169,7 +186,8 @@ main(int argc, char **argv)
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, &old);
-    if (sesame_workers_start(running, running->server.workers, &err) != SESAME_OK) {
+    if (sesame_flow_start(running, &err) != SESAME_OK ||
+        sesame_workers_start(running, running->server.workers, &err) != SESAME_OK) {
         sesame_log_error("%s", err);
         fprintf(stderr, "%s\n", err);
         free(err);
@@ -193,6 +211,7 @@ main(int argc, char **argv)
     event_base_dispatch(base);
 
     sesame_workers_stop();
+    sesame_flow_stop();
     event_free(ev_term);
     event_free(ev_int);
     event_free(ev_hup);

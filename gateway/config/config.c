@@ -26,6 +26,8 @@
 #define MAX_LINE 4096
 #define MAX_SECRET_FILE 4096
 
+enum section_kind { SEC_SERVER, SEC_REDIS, SEC_SESSION, SEC_PROVIDER, SEC_TENANT, SEC_ROUTE, SEC_ACCOUNTS };
+
 struct loader {
     const char *file;
     char *errors;
@@ -45,6 +47,12 @@ struct loader {
     size_t nrefs;
     int *route_lines;             /* line of each route section header */
     int *tenant_lines;
+    struct seen {                 /* lines where each key of each section was set */
+        const void *obj;
+        enum section_kind kind;
+        int *key_lines;
+    } *seen;
+    size_t nseen;
 };
 
 static void SESAME_PRINTF(4, 5)
@@ -1104,8 +1112,6 @@ static const struct item accounts_items[] = {
     {"plugin", set_string, offsetof(struct sesame_conf_accounts, plugin), NULL, 0},
 };
 
-enum section_kind { SEC_SERVER, SEC_REDIS, SEC_SESSION, SEC_PROVIDER, SEC_TENANT, SEC_ROUTE, SEC_ACCOUNTS };
-
 static const struct section_def {
     const char *name;
     bool named;
@@ -1256,13 +1262,32 @@ open_section(struct loader *L, struct section *sec, enum section_kind kind, cons
     sec->line = line;
     sec->obj = new_section_object(L, kind, name, line);
     const struct section_def *d = &sections[kind];
-    free(sec->key_lines);
     sec->key_lines = sesame_calloc(d->nitems, sizeof(int));
+    L->seen = sesame_realloc(L->seen, (L->nseen + 1) * sizeof(*L->seen));
+    L->seen[L->nseen].obj = sec->obj;
+    L->seen[L->nseen].kind = kind;
+    L->seen[L->nseen].key_lines = sec->key_lines; /* owned by L->seen */
+    L->nseen++;
     for (size_t i = 0; i < d->nitems; i++) {
         const struct item *it = &d->items[i];
         if (it->def != NULL)
             apply_item(L, sec, it, it->def, line);
     }
+}
+
+/* Line where `key` was set in the section of `obj`, or `fallback`. */
+static int
+key_line(const struct loader *L, const void *obj, const char *key, int fallback)
+{
+    for (size_t i = 0; i < L->nseen; i++) {
+        if (L->seen[i].obj != obj)
+            continue;
+        const struct section_def *d = &sections[L->seen[i].kind];
+        for (size_t j = 0; j < d->nitems; j++)
+            if (strcmp(d->items[j].key, key) == 0 && L->seen[i].key_lines[j] != 0)
+                return L->seen[i].key_lines[j];
+    }
+    return fallback;
 }
 
 static bool
@@ -1438,16 +1463,6 @@ parse_setting(struct loader *L, struct section *sec, char *text, int line)
     conf_error(L, line, key, "unknown key in [%s]", d->name);
 }
 
-static int
-item_line(const struct section *sec, const char *key)
-{
-    const struct section_def *d = &sections[sec->kind];
-    for (size_t i = 0; i < d->nitems; i++)
-        if (strcmp(d->items[i].key, key) == 0)
-            return sec->key_lines[i];
-    return 0;
-}
-
 /* ------------------------------------------------------------------------
  * Cross-section validation
  */
@@ -1538,7 +1553,7 @@ validate(struct loader *L, int last_line)
             openid |= strcmp(w[j], "openid") == 0;
         free_words(w, nw);
         if (!openid)
-            conf_error(L, p->line, "scopes", "[provider %s]: scopes must contain openid", p->name);
+            conf_error(L, key_line(L, p, "scopes", p->line), "scopes", "[provider %s]: scopes must contain openid", p->name);
     }
 
     bool needs_session = false;
@@ -1562,7 +1577,7 @@ validate(struct loader *L, int last_line)
             for (size_t k = 0; k < i; k++)
                 for (size_t m = 0; m < c->tenants[k]->nhosts; m++)
                     if (strcmp(c->tenants[k]->hosts[m], t->hosts[j]) == 0)
-                        conf_error(L, line, "hosts", "host %s already belongs to [tenant %s]",
+                        conf_error(L, key_line(L, t, "hosts", key_line(L, t, "public_url", line)), "hosts", "host %s already belongs to [tenant %s]",
                                    t->hosts[j], c->tenants[k]->name);
             for (size_t k = 0; k < j; k++)
                 if (strcmp(t->hosts[k], t->hosts[j]) == 0)
@@ -1588,7 +1603,7 @@ validate(struct loader *L, int last_line)
             continue;
         }
         if (r->host != NULL && !route_in_tenant_host(r))
-            conf_error(L, line, "host", "%s is not one of the hosts of [tenant %s]", r->host,
+            conf_error(L, key_line(L, r, "host", line), "host", "%s is not one of the hosts of [tenant %s]", r->host,
                        r->tenant->name);
         for (size_t j = 0; j < i; j++) {
             const struct sesame_conf_route *o = c->routes[j];
@@ -1607,7 +1622,7 @@ validate(struct loader *L, int last_line)
                            r->name, r->tenant->name);
         }
         if (r->assertion && c->server.assertion_key_file == NULL)
-            conf_error(L, line, "assertion", "[route %s] asks for an assertion: set assertion_key_file in [server]",
+            conf_error(L, key_line(L, r, "assertion", line), "assertion", "[route %s] asks for an assertion: set assertion_key_file in [server]",
                        r->name);
     }
     for (size_t i = 0; i < c->naccounts; i++)
@@ -1713,6 +1728,8 @@ conf_free(struct sesame_conf *c)
 {
     if (c == NULL)
         return;
+    if (c->runtime && c->runtime_free)
+        c->runtime_free(c->runtime);
     struct sesame_conf_server *s = &c->server;
     for (size_t i = 0; i < s->nlisten; i++)
         free(s->listen[i].text);
@@ -1773,7 +1790,6 @@ sesame_conf_load(const char *path, char **errors)
         open_section(&L, &sec, k, NULL, 0);
     }
     L.conf->has_redis = false;
-    free(sec.key_lines);
     sec.key_lines = NULL;
     sec.obj = NULL;
     sec.line = 0;
@@ -1818,8 +1834,9 @@ sesame_conf_load(const char *path, char **errors)
         resolve_refs(&L);
         validate(&L, line);
     }
-    (void)item_line;
-    free(sec.key_lines);
+    for (size_t i = 0; i < L.nseen; i++)
+        free(L.seen[i].key_lines);
+    free(L.seen);
     for (size_t i = 0; i < L.nrefs; i++) {
         free(*L.refs[i].name);
         free(L.refs[i].name);

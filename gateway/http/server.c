@@ -213,6 +213,7 @@ req_free(struct sesame_req *req)
     if (req->response_headers)
         evbuffer_free(req->response_headers);
     sesame_conf_unref(req->conf);
+    free(req->body);
     free(req->head);
     free(req);
 }
@@ -231,6 +232,10 @@ conn_free(struct sesame_conn *c)
         req->aborted = true;
         if (req->proxy)
             sesame_proxy_client_gone(req);
+        else if (req->body_cb) {
+            req->body_cb = NULL;
+            sesame_server_request_done(req);
+        }
     }
     if (c->prev)
         c->prev->next = c->next;
@@ -470,7 +475,89 @@ sesame_server_add_header(struct evbuffer **buf, const char *name, const char *va
 static bool
 request_has_unread_body(const struct sesame_req *req)
 {
-    return req->msg.h.chunked || req->msg.h.content_length > 0;
+    return !req->body_consumed && (req->msg.h.chunked || req->msg.h.content_length > 0);
+}
+
+static void
+body_finish(struct sesame_req *req, int status, int http_status)
+{
+    struct sesame_conn *c = req->conn;
+    if (c) {
+        bufferevent_disable(c->bev, EV_READ);
+        bufferevent_setcb(c->bev, conn_readcb, NULL, conn_eventcb, c);
+    }
+    sesame_server_body_cb cb = req->body_cb;
+    req->body_cb = NULL;
+    if (status != SESAME_OK)
+        req->close_after = true;
+    cb(req, status, http_status, req->body, req->body_len);
+}
+
+static void
+body_readcb(struct bufferevent *bev, void *arg)
+{
+    struct sesame_req *req = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    size_t want = (size_t)req->msg.h.content_length - req->body_len;
+    size_t n = evbuffer_get_length(in);
+    if (n > want)
+        n = want;
+    evbuffer_remove(in, req->body + req->body_len, n);
+    req->body_len += n;
+    if (req->body_len == (size_t)req->msg.h.content_length) {
+        req->body[req->body_len] = '\0';
+        req->body_consumed = true;
+        body_finish(req, SESAME_OK, 200);
+    }
+}
+
+static void
+body_eventcb(struct bufferevent *bev, short what, void *arg)
+{
+    struct sesame_req *req = arg;
+    struct sesame_conn *c = req->conn;
+    if (what & BEV_EVENT_TIMEOUT) {
+        body_finish(req, SESAME_ERROR, 408);
+        return;
+    }
+    conn_eventcb(bev, what, c);
+}
+
+void
+sesame_server_read_body(struct sesame_req *req, size_t max, sesame_server_body_cb cb)
+{
+    struct sesame_conn *c = req->conn;
+    req->body_cb = cb;
+    if (c == NULL || req->aborted) {
+        req->body_cb = NULL;
+        sesame_server_request_done(req);
+        return;
+    }
+    if (req->msg.h.chunked) {
+        body_finish(req, SESAME_ERROR, 400);
+        return;
+    }
+    if (req->msg.h.content_length < 0 || (uint64_t)req->msg.h.content_length > max) {
+        body_finish(req, SESAME_ERROR, req->msg.h.content_length < 0 ? 400 : 413);
+        return;
+    }
+    req->body = sesame_malloc((size_t)req->msg.h.content_length + 1);
+    req->body_len = 0;
+    if (req->msg.h.content_length == 0) {
+        req->body[0] = '\0';
+        req->body_consumed = true;
+        body_finish(req, SESAME_OK, 200);
+        return;
+    }
+    if (req->msg.expect_continue)
+        bufferevent_write(c->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    bufferevent_setcb(c->bev, body_readcb, NULL, body_eventcb, req);
+    struct timeval tv = {(time_t)(req->conf->server.body_timeout_ms / 1000),
+                         (suseconds_t)(req->conf->server.body_timeout_ms % 1000) * 1000};
+    bufferevent_set_timeouts(c->bev, &tv, NULL);
+    bufferevent_enable(c->bev, EV_READ);
+    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+        body_readcb(c->bev, req);
 }
 
 void

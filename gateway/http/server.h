@@ -34,6 +34,11 @@ struct sesame_proxy;
 
 #define SESAME_REQUEST_ID_MAX 64
 
+struct sesame_req;
+/* See sesame_server_read_body. */
+typedef void (*sesame_server_body_cb)(struct sesame_req *req, int status, int http_status,
+                                      const char *data, size_t len);
+
 struct sesame_req {
     struct sesame_conn *conn;
     struct sesame_conf *conf;         /* reference held for the request's lifetime */
@@ -61,6 +66,10 @@ struct sesame_req {
     struct evbuffer *response_headers;
     struct sesame_proxy *proxy;       /* set while proxying */
     void *ext;                        /* per-request state of the dispatch layer */
+    char *body;                       /* body read by sesame_server_read_body */
+    size_t body_len;
+    bool body_consumed;
+    sesame_server_body_cb body_cb;
     void (*ext_free)(struct sesame_req *req); /* called at request end when set */
 };
 
@@ -115,6 +124,12 @@ void sesame_server_head_sent(struct sesame_req *req, int status);
  * the next request on the connection or closes it (close_after, aborted,
  * draining). The request is freed: the caller must not touch it afterwards. */
 void sesame_server_request_done(struct sesame_req *req);
+
+/* Reads a request body of at most `max` bytes (Content-Length only; a
+ * chunked body is refused) and calls cb once with status SESAME_OK and the
+ * bytes (owned by the request, valid until it ends), or SESAME_ERROR with
+ * `http_status` to answer (400, 408, 413). Sésame's own small forms only. */
+void sesame_server_read_body(struct sesame_req *req, size_t max, sesame_server_body_cb cb);
 
 /* Appends "Name: value\r\n" to *buf (created on demand). */
 void sesame_server_add_header(struct evbuffer **buf, const char *name, const char *value);

@@ -1,0 +1,301 @@
+/*
+ * config.h - the configuration model and its loader.
+ *
+ * A configuration is loaded whole from one file, validated whole, and then
+ * never modified: workers share it read-only. Reload (SIGHUP) builds a new
+ * sesame_conf and swaps it in; the old one is freed when its last reference
+ * is dropped (sesame_conf_ref / sesame_conf_unref).
+ *
+ * File format (documented for admins in conf/sesame.conf.example):
+ *   # comment
+ *   [server]                      a section
+ *   [tenant ville-a]              a named section
+ *   key = value                   a setting; repeatable keys append
+ * Durations: 500ms 30s 10m 8h 2d. Sizes: 512 64k 32m 1g. Booleans: on/off.
+ * Secrets are never written inline: *_file keys name a file holding them.
+ */
+#ifndef SESAME_CONFIG_CONFIG_H
+#define SESAME_CONFIG_CONFIG_H
+
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <sys/socket.h>
+
+#include "core/common.h"
+#include "core/log.h"
+
+#define SESAME_CONF_DEFAULT_PATH "/etc/sesame/sesame.conf"
+
+struct sesame_listen {
+    char *text;                  /* as written, for messages */
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    bool tls;
+};
+
+struct sesame_cidr {
+    struct sockaddr_storage net; /* AF_INET or AF_INET6 */
+    int prefix;
+};
+
+struct sesame_conf_server {
+    struct sesame_listen *listen;
+    size_t nlisten;
+    int workers;                    /* 0 in the file means "auto" and is resolved at load */
+    char *tls_certificate;          /* path, for tls listeners */
+    char *tls_certificate_key;      /* path */
+    uint64_t header_timeout_ms;     /* whole request head must arrive within this */
+    uint64_t body_timeout_ms;       /* max gap between two reads of a request body */
+    uint64_t idle_timeout_ms;       /* keep-alive idle */
+    uint64_t upstream_connect_timeout_ms;
+    uint64_t upstream_read_timeout_ms;
+    uint64_t upstream_idle_timeout_ms; /* pooled upstream connection lifetime when idle */
+    uint64_t shutdown_timeout_ms;   /* drain limit on SIGTERM */
+    uint64_t max_request_line;      /* bytes; 414 past it */
+    uint64_t max_header_size;       /* bytes for all header lines; 431 past it */
+    uint64_t max_headers;           /* header count; 431 past it */
+    uint64_t max_body_size;         /* bytes; 413 past it */
+    uint64_t max_connections;       /* per worker */
+    uint64_t upstream_pool_size;    /* idle connections kept per upstream per worker */
+    struct sesame_cidr *trusted_proxies;
+    size_t ntrusted_proxies;
+    bool via;
+    char *error_log;                /* path, "stderr" or "off" */
+    char *access_log;               /* path, "stderr", "stdout" or "off" */
+    enum sesame_log_level log_level;
+    char *prefix;                   /* reserved path prefix, "/sesame/" */
+    char *pid_file;                 /* NULL: none */
+    char *templates_dir;            /* platform templates directory, NULL: built-in */
+    char *assertion_key_file;       /* EC P-256 PEM signing upstream assertions, NULL: none */
+    char *plugin_dir;               /* where account plugins named by short name live */
+    int plugin_threads;             /* worker pool size for account plugins */
+    uint64_t plugin_timeout_ms;
+};
+
+struct sesame_conf_redis {
+    char *host;                     /* NULL when sentinels are used */
+    int port;
+    char *unix_socket;              /* alternative to host/port */
+    char **sentinels;               /* "host:port" strings */
+    size_t nsentinels;
+    char *master_name;
+    char *password;                 /* read from password_file at load */
+    int database;
+    uint64_t connect_timeout_ms;
+    uint64_t command_timeout_ms;
+    char *prefix;                   /* key prefix, "sesame:" */
+};
+
+#define SESAME_SESSION_KEY_LEN 32
+
+struct sesame_conf_session {
+    char *cookie_name;
+    unsigned char secret[SESAME_SESSION_KEY_LEN];          /* read from secret_file */
+    unsigned char previous_secret[SESAME_SESSION_KEY_LEN]; /* from previous_secret_file */
+    bool has_previous_secret;
+    uint64_t inactivity_timeout_ms;
+    uint64_t max_lifetime_ms;
+    uint64_t touch_interval_ms;     /* minimum gap between two last-seen write-backs */
+    uint64_t cache_ttl_ms;          /* in-process cache of decoded sessions; 0 = off */
+    uint64_t login_timeout_ms;      /* lifetime of a pending login (state/nonce) */
+};
+
+enum sesame_token_auth {
+    SESAME_AUTH_CLIENT_SECRET_POST = 0,
+    SESAME_AUTH_CLIENT_SECRET_BASIC,
+    SESAME_AUTH_PRIVATE_KEY_JWT,
+};
+
+enum sesame_userinfo_format {
+    SESAME_USERINFO_JWT = 0,
+    SESAME_USERINFO_JSON,
+    SESAME_USERINFO_OFF,
+};
+
+/* Bit set of JWS algorithms a provider may use. */
+enum sesame_alg {
+    SESAME_ALG_ES256 = 1 << 0,
+    SESAME_ALG_ES384 = 1 << 1,
+    SESAME_ALG_ES512 = 1 << 2,
+    SESAME_ALG_RS256 = 1 << 3,
+    SESAME_ALG_RS384 = 1 << 4,
+    SESAME_ALG_RS512 = 1 << 5,
+    SESAME_ALG_PS256 = 1 << 6,
+    SESAME_ALG_PS384 = 1 << 7,
+    SESAME_ALG_PS512 = 1 << 8,
+    SESAME_ALG_HS256 = 1 << 9,
+    SESAME_ALG_HS384 = 1 << 10,
+    SESAME_ALG_HS512 = 1 << 11,
+};
+
+struct sesame_conf_provider {
+    char *name;
+    const char *file;               /* config file and line, for runtime messages */
+    int line;
+    char *issuer;
+    bool discovery;                 /* fetch /.well-known/openid-configuration */
+    uint64_t discovery_refresh_ms;
+    char *authorization_endpoint;   /* explicit endpoints override discovery */
+    char *token_endpoint;
+    char *userinfo_endpoint;
+    char *jwks_uri;
+    char *end_session_endpoint;
+    char *client_id;
+    char *client_secret;            /* read from client_secret_file */
+    enum sesame_token_auth token_auth;
+    char *private_key_file;         /* for private_key_jwt (PEM) */
+    char *scopes;                   /* space-separated, contains "openid" */
+    char *acr_values;               /* space-separated, may be NULL */
+    unsigned signing_algs;          /* enum sesame_alg bits */
+    enum sesame_userinfo_format userinfo;
+    bool pkce;                      /* send PKCE S256 */
+    char **authorize_params;        /* extra "k=v" parameters sent verbatim */
+    size_t nauthorize_params;
+    char *ca_file;                  /* NULL: system trust store */
+    char **decryption_key_files;    /* JWE private keys (PEM or JWK) */
+    size_t ndecryption_key_files;
+    uint64_t leeway_ms;
+    uint64_t http_timeout_ms;
+    uint64_t jwks_refetch_interval_ms; /* rate limit of the unknown-kid refetch */
+};
+
+struct sesame_conf_tenant {
+    char *name;
+    char *display_name;
+    char **hosts;                   /* lower-case host names (no port) */
+    size_t nhosts;
+    char *public_url;               /* scheme://host[:port], no trailing slash */
+    struct sesame_conf_provider *provider;      /* the default provider */
+    struct sesame_conf_accounts *accounts;      /* NULL: the provider's sub is the account */
+    char *cookie_domain;            /* NULL: host-only cookie */
+    bool cookie_secure;             /* false only for plain-HTTP localhost public URLs */
+    char *logo_file;
+    char *accent_color;             /* "#RRGGBB" */
+    char *contact_url;
+    char *legal_url;
+    char *templates_dir;            /* per-tenant overrides, NULL: none */
+    bool sign_in_page;              /* true: show the sign-in page; false: go to the provider */
+};
+
+enum sesame_access {
+    SESAME_ACCESS_PUBLIC = 0,
+    SESAME_ACCESS_OPTIONAL,
+    SESAME_ACCESS_REQUIRED,
+};
+
+enum sesame_header_encoding {
+    SESAME_HDR_PERCENT = 0,
+    SESAME_HDR_RAW,
+    SESAME_HDR_BASE64URL,
+};
+
+enum sesame_cond_op {
+    SESAME_COND_AGE_GE = 0,         /* age_at_least N (from birthdate) */
+    SESAME_COND_ATTR_EQ,            /* attribute NAME = VALUE (from the account plugin) */
+    SESAME_COND_CLAIM_EQ,           /* claim NAME = VALUE */
+};
+
+struct sesame_cond {
+    enum sesame_cond_op op;
+    char *name;
+    char *value;
+    long number;
+    char *text;                     /* as written, for the 403 page */
+};
+
+struct sesame_upstream_addr {
+    char *text;                     /* "http://127.0.0.1:9000" as written */
+    char *host;                     /* for the Host header when not preserved */
+    char *port_text;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+};
+
+struct sesame_conf_route {
+    char *name;
+    struct sesame_conf_tenant *tenant;
+    char *host;                     /* NULL: every host of the tenant */
+    char *path;                     /* prefix, starts with '/' */
+    size_t path_len;
+    struct sesame_upstream_addr upstream;
+    bool preserve_host;             /* forward the client's Host (default on) */
+    enum sesame_access access;
+    char *acr;                      /* minimum acr, NULL: the provider's */
+    struct sesame_conf_provider *provider; /* NULL: the tenant's */
+    char **claims;                  /* claims released to the upstream */
+    size_t nclaims;
+    char *header_prefix;            /* "X-Sesame-" */
+    enum sesame_header_encoding header_encoding;
+    bool assertion;                 /* add a signed JWT header */
+    bool keep_cookie;               /* forward the session cookie upstream */
+    struct sesame_cond *conds;
+    size_t nconds;
+    char *deny_message;             /* plain French reason shown on the 403 page */
+};
+
+/* One key = value given to an account plugin, passed through untouched. */
+struct sesame_conf_kv {
+    char *key;
+    char *value;
+    int line;
+};
+
+struct sesame_conf_accounts {
+    char *name;
+    char *plugin;                   /* "redis", "http" or a path to a .so */
+    struct sesame_conf_kv *options; /* every other key of the section */
+    size_t noptions;
+    int line;
+};
+
+struct sesame_conf {
+    atomic_int refs;
+    char *path;
+    struct sesame_conf_server server;
+    struct sesame_conf_redis redis;
+    bool has_redis;
+    struct sesame_conf_session session;
+    struct sesame_conf_provider **providers;
+    size_t nproviders;
+    struct sesame_conf_tenant **tenants;
+    size_t ntenants;
+    struct sesame_conf_route **routes;  /* sorted: host-specific first, longest prefix first */
+    size_t nroutes;
+    struct sesame_conf_accounts **accounts;
+    size_t naccounts;
+    /* What is built from the configuration once it is valid (pages, plugins,
+     * keys: gate/runtime.h), owned by it and freed with it. */
+    void *runtime;
+    void (*runtime_free)(void *runtime);
+};
+
+/* Loads and validates the file at `path`. On success returns the
+ * configuration with one reference. On failure returns NULL and stores in
+ * *errors every problem found, one per line, each "FILE:LINE: key: message"
+ * (the caller frees it). */
+struct sesame_conf *sesame_conf_load(const char *path, char **errors);
+
+struct sesame_conf *sesame_conf_ref(struct sesame_conf *conf);
+void sesame_conf_unref(struct sesame_conf *conf);
+
+/* Lists every key the loader knows, as "section.key" lines (for the test that
+ * keeps conf/sesame.conf.example complete). The string is static. */
+const char *sesame_conf_known_keys(void);
+
+/* Route selection: the tenant serving `host` (lower-case, port stripped),
+ * then the route of that tenant and host with the longest path prefix
+ * matching `path`. Returns NULL when nothing matches. */
+const struct sesame_conf_tenant *sesame_conf_find_tenant(const struct sesame_conf *conf,
+                                                         const char *host, size_t hostlen);
+const struct sesame_conf_route *sesame_conf_find_route(const struct sesame_conf *conf,
+                                                       const struct sesame_conf_tenant *tenant,
+                                                       const char *host, size_t hostlen,
+                                                       const char *path, size_t pathlen);
+
+/* True when addr belongs to one of the server's trusted proxies. */
+bool sesame_conf_is_trusted_proxy(const struct sesame_conf *conf, const struct sockaddr *addr);
+
+const struct sesame_conf_provider *sesame_conf_find_provider(const struct sesame_conf *conf,
+                                                             const char *name);
+
+#endif

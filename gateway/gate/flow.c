@@ -1,0 +1,785 @@
+#include "gate/flow.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include "account/account.h"
+#include "account/pool.h"
+#include "core/log.h"
+#include "core/url.h"
+#include "core/util.h"
+#include "gate/gate.h"
+#include "gate/identity.h"
+#include "gate/runtime.h"
+#include "oidc/jose.h"
+#include "oidc/provider.h"
+#include "oidc/returnto.h"
+#include "pages/page.h"
+
+#define MAX_PARAM 2048
+#define LOGOUT_FORM_MAX 4096
+
+static struct sesame_pool *plugin_pool;
+
+int
+sesame_flow_start(const struct sesame_conf *conf, char **err)
+{
+    plugin_pool = sesame_pool_new((size_t)conf->server.plugin_threads, 1024, err);
+    return plugin_pool ? SESAME_OK : SESAME_ERROR;
+}
+
+void
+sesame_flow_stop(void)
+{
+    sesame_pool_free(plugin_pool);
+    plugin_pool = NULL;
+}
+
+/* ------------------------------------------------------------------------
+ * Per-request state of a flow step
+ */
+
+/* What a validated sign-in gives (copied out of the provider's callback). */
+struct login_result {
+    json_t *claims;
+    char *id_token;
+    char *sub;
+    char *acr;
+};
+
+static void
+login_result_free(struct login_result *r)
+{
+    if (r == NULL)
+        return;
+    json_decref(r->claims);
+    if (r->id_token) {
+        OPENSSL_cleanse(r->id_token, strlen(r->id_token));
+        free(r->id_token);
+    }
+    free(r->sub);
+    free(r->acr);
+    free(r);
+}
+
+struct flow {
+    struct sesame_req *req;
+    struct sesame_provider *rt;               /* provider runtime (reference) */
+    const struct sesame_conf_provider *provider;
+    struct sesame_session_op *sop;
+    struct sesame_provider_op *pop;
+    struct sesame_account_req *aop;
+    /* login */
+    char state[48];
+    char nonce[48];
+    char verifier[48];
+    char binding[SESAME_SESSION_ID_LEN + 1];
+    char *return_to;
+    char acr[16];
+    /* callback */
+    json_t *blob;
+    struct login_result *result;
+    char *redirect_uri;
+    char previous_id[SESAME_SESSION_ID_LEN + 1];
+    struct sesame_session *session;
+};
+
+static void
+flow_free(struct sesame_req *req)
+{
+    struct flow *f = req->ext;
+    if (f == NULL)
+        return;
+    if (f->sop)
+        sesame_session_cancel(f->sop);
+    if (f->pop)
+        sesame_provider_cancel(f->pop);
+    if (f->aop)
+        sesame_account_cancel(f->aop);
+    sesame_provider_unref(f->rt);
+    free(f->return_to);
+    json_decref(f->blob);
+    login_result_free(f->result);
+    free(f->redirect_uri);
+    sesame_session_free(f->session);
+    free(f);
+    req->ext = NULL;
+    req->ext_free = NULL;
+}
+
+static struct flow *
+flow_new(struct sesame_req *req)
+{
+    struct flow *f = sesame_calloc(1, sizeof(*f));
+    f->req = req;
+    req->ext = f;
+    req->ext_free = flow_free;
+    return f;
+}
+
+/* The request vanished while a step was pending: end it without writing. */
+static bool
+gone(struct sesame_req *req)
+{
+    if (!req->aborted)
+        return false;
+    sesame_server_request_done(req);
+    return true;
+}
+
+static const struct sesame_conf_provider *
+tenant_provider(const struct sesame_req *req, const char *name)
+{
+    const struct sesame_runtime_tenant *t = sesame_runtime_tenant(req->conf, req->tenant);
+    if (name && name[0]) {
+        for (size_t i = 0; i < t->nproviders; i++)
+            if (strcmp(t->providers[i].name, name) == 0)
+                return sesame_conf_find_provider(req->conf, name);
+    }
+    if (req->tenant->provider)
+        return req->tenant->provider;
+    return t->nproviders ? sesame_conf_find_provider(req->conf, t->providers[0].name) : NULL;
+}
+
+static char *
+callback_url(const struct sesame_req *req, const char *what)
+{
+    return sesame_asprintf("%s%s%s", req->tenant->public_url, req->conf->server.prefix, what);
+}
+
+static void
+provider_unavailable(struct sesame_req *req, const struct sesame_conf_provider *p, const char *why)
+{
+    sesame_log_warn("request %s: provider %s unavailable: %s", req->request_id, p ? p->name : "?",
+                    why ? why : "?");
+    struct sesame_page_ctx ctx = {0};
+    struct sesame_page_provider pp = {p ? p->name : "", NULL,
+                                      p ? sesame_page_provider_brand(p->name, p->issuer)
+                                        : SESAME_PAGE_BRAND_GENERIC};
+    ctx.providers = &pp;
+    ctx.nproviders = 1;
+    ctx.return_to = "/";
+    sesame_gate_page(req, 503, SESAME_PAGE_PROVIDER_UNAVAILABLE, &ctx);
+}
+
+/* A sign-in that cannot go on (expired, replayed, forged): 400 page. */
+static void
+login_refused(struct sesame_req *req, const char *log_reason)
+{
+    sesame_log_info("request %s: sign-in refused: %s", req->request_id, log_reason);
+    sesame_gate_error(req, 400,
+                      "Votre connexion n'a pas pu aboutir : elle a expiré ou a été interrompue. "
+                      "Revenez à l'accueil et connectez-vous à nouveau.");
+}
+
+/* ------------------------------------------------------------------------
+ * login
+ */
+
+static void
+login_stored(int status, void *arg)
+{
+    struct sesame_req *req = arg;
+    struct flow *f = req->ext;
+    f->sop = NULL;
+    if (gone(req))
+        return;
+    if (status != SESAME_OK) {
+        sesame_gate_error(req, 503, NULL);
+        return;
+    }
+    char *redirect_uri = callback_url(req, "callback");
+    char *challenge = f->provider->pkce ? sesame_provider_pkce_challenge(f->verifier) : NULL;
+    const char *acr = f->acr[0] ? f->acr : f->provider->acr_values;
+    char *err = NULL;
+    char *url = sesame_provider_authorize_url(f->rt, redirect_uri, f->state, f->nonce, acr, challenge,
+                                              &err);
+    free(redirect_uri);
+    free(challenge);
+    if (url == NULL) {
+        provider_unavailable(req, f->provider, err);
+        free(err);
+        return;
+    }
+    sesame_server_redirect(req, 302, url);
+    free(url);
+}
+
+static void
+login_ready(void *arg, enum sesame_provider_status status, const char *err)
+{
+    struct sesame_req *req = arg;
+    struct flow *f = req->ext;
+    f->pop = NULL;
+    if (gone(req))
+        return;
+    if (status != SESAME_PROVIDER_OK) {
+        provider_unavailable(req, f->provider, err);
+        return;
+    }
+    if (sesame_util_random_token(f->state, sizeof(f->state), 32) != SESAME_OK ||
+        sesame_util_random_token(f->nonce, sizeof(f->nonce), 32) != SESAME_OK ||
+        sesame_util_random_token(f->verifier, sizeof(f->verifier), 32) != SESAME_OK) {
+        sesame_gate_error(req, 500, NULL);
+        return;
+    }
+    json_t *blob = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "t", req->tenant->name, "p",
+                             f->provider->name, "n", f->nonce, "b", f->binding, "r", f->return_to,
+                             "v", f->verifier);
+    if (f->acr[0])
+        json_object_set_new(blob, "a", json_string(f->acr));
+    struct sesame_session_store *st = sesame_gate_store(req);
+    int rc = st ? sesame_session_login_put(st, f->state, blob, req->conf->session.login_timeout_ms,
+                                           login_stored, req, &f->sop)
+                : SESAME_ERROR;
+    json_decref(blob);
+    if (rc != SESAME_AGAIN)
+        sesame_gate_error(req, 503, NULL);
+}
+
+void
+sesame_flow_login(struct sesame_req *req)
+{
+    const struct sesame_http_request *m = &req->msg;
+    char rt[MAX_PARAM], pname[128] = "", acr[16] = "";
+    int r1 = sesame_url_query_get(m->query, m->query_len, "return_to", rt, sizeof(rt));
+    int r2 = sesame_url_query_get(m->query, m->query_len, "provider", pname, sizeof(pname));
+    int r3 = sesame_url_query_get(m->query, m->query_len, "acr", acr, sizeof(acr));
+    if (r1 == SESAME_ERROR || r2 == SESAME_ERROR || r3 == SESAME_ERROR) {
+        sesame_gate_error(req, 400, NULL);
+        return;
+    }
+    if (sesame_gate_is_api(req)) {
+        sesame_gate_error(req, 401, NULL);
+        return;
+    }
+    struct flow *f = flow_new(req);
+    f->provider = tenant_provider(req, pname);
+    if (f->provider == NULL) {
+        sesame_gate_error(req, 404, NULL);
+        return;
+    }
+    if (acr[0] && sesame_jose_acr_rank(acr) > 0)
+        snprintf(f->acr, sizeof(f->acr), "%s", acr);
+    char *safe = r1 == SESAME_OK ? sesame_returnto_check(rt, strlen(rt),
+                                                         (const char *const *)req->tenant->hosts,
+                                                         req->tenant->nhosts, req->tenant->public_url)
+                                 : NULL;
+    f->return_to = safe ? safe : sesame_strdup("/");
+    /* the browser binding, shared by concurrent tabs */
+    char cname[128];
+    snprintf(cname, sizeof(cname), "%s_login", req->conf->session.cookie_name);
+    char existing[SESAME_SESSION_ID_LEN + 1];
+    if (sesame_gate_cookie(req, cname, existing) == SESAME_OK) {
+        memcpy(f->binding, existing, sizeof(existing));
+    } else {
+        if (sesame_util_random_token(f->binding, sizeof(f->binding), 32) != SESAME_OK) {
+            sesame_gate_error(req, 500, NULL);
+            return;
+        }
+    }
+    /* refreshed at every login so that it outlives the pending login */
+    sesame_gate_set_cookie(req, cname, f->binding, (int64_t)(req->conf->session.login_timeout_ms / 1000));
+    char *err = NULL;
+    f->rt = sesame_provider_registry_get(f->provider, &err);
+    struct sesame_httpc *h = sesame_gate_httpc(req);
+    if (f->rt == NULL || h == NULL) {
+        provider_unavailable(req, f->provider, err ? err : "no HTTPS client");
+        free(err);
+        return;
+    }
+    f->pop = sesame_provider_ensure(f->rt, h, login_ready, req);
+}
+
+/* ------------------------------------------------------------------------
+ * callback
+ */
+
+static void
+session_created(int status, const char *cookie_id, void *arg)
+{
+    struct sesame_req *req = arg;
+    struct flow *f = req->ext;
+    f->sop = NULL;
+    if (gone(req))
+        return;
+    if (status != SESAME_OK) {
+        sesame_log_warn("request %s: session not stored", req->request_id);
+        sesame_gate_error(req, 503, NULL);
+        return;
+    }
+    sesame_gate_set_cookie(req, req->conf->session.cookie_name, cookie_id,
+                           (int64_t)(req->conf->session.max_lifetime_ms / 1000));
+    sesame_log_info("login: request %s tenant %s provider %s account %s acr %s", req->request_id,
+                    req->tenant->name, f->provider->name, f->session->account,
+                    f->session->acr ? f->session->acr : "-");
+    const char *rt = json_string_value(json_object_get(f->blob, "r"));
+    sesame_server_redirect(req, 303, rt && rt[0] ? rt : "/");
+}
+
+static void
+create_session(struct sesame_req *req, const char *account, const struct sesame_plugin_result *res)
+{
+    struct flow *f = req->ext;
+    struct sesame_session *s = sesame_session_new();
+    const struct login_result *r = f->result;
+    s->tenant = sesame_strdup(req->tenant->name);
+    s->account = sesame_strdup(account);
+    s->provider = sesame_strdup(f->provider->name);
+    s->acr = r->acr ? sesame_strdup(r->acr) : NULL;
+    s->id_token = r->id_token ? sesame_strdup(r->id_token) : NULL;
+    s->claims = sesame_identity_kept_claims(req->conf, req->tenant, r->claims);
+    if (res && res->nattributes > 0) {
+        s->attributes = json_object();
+        for (size_t i = 0; i < res->nattributes; i++)
+            json_object_set_new(s->attributes, res->attributes[i].name,
+                                json_string(res->attributes[i].value));
+    }
+    f->session = s;
+    struct sesame_session_store *st = sesame_gate_store(req);
+    int rc = st ? sesame_session_create(st, s, f->previous_id[0] ? f->previous_id : NULL,
+                                        session_created, req, &f->sop)
+                : SESAME_ERROR;
+    if (rc != SESAME_AGAIN)
+        sesame_gate_error(req, 503, NULL);
+}
+
+static void
+account_done(const struct sesame_plugin_result *res, void *arg)
+{
+    struct sesame_req *req = arg;
+    struct flow *f = req->ext;
+    f->aop = NULL;
+    if (gone(req))
+        return;
+    switch (res->status) {
+    case SESAME_PLUGIN_RESULT_FOUND:
+        create_session(req, res->account_id, res);
+        return;
+    case SESAME_PLUGIN_RESULT_NONE:
+        sesame_log_info("request %s: no account (%s) for this identity", req->request_id,
+                        res->reason == SESAME_PLUGIN_REASON_LINK_ONLY ? "link-only" : "deny");
+        if (res->reason == SESAME_PLUGIN_REASON_LINK_ONLY) {
+            struct sesame_page_ctx ctx = {0};
+            sesame_gate_page(req, 403, SESAME_PAGE_NO_ACCOUNT, &ctx);
+        } else {
+            sesame_gate_error(req, 403, "Votre commune ne vous a pas ouvert l'accès à ce service. "
+                                        "Contactez la mairie pour en savoir plus.");
+        }
+        return;
+    default:
+        sesame_log_error("request %s: account plugin: %s", req->request_id,
+                         res->error[0] ? res->error : "error");
+        sesame_gate_error(req, 503, NULL);
+        return;
+    }
+}
+
+/* The plugin's view of an identity: string claims only. */
+static void
+resolve_account(struct sesame_req *req)
+{
+    struct flow *f = req->ext;
+    const struct sesame_runtime_tenant *t = sesame_runtime_tenant(req->conf, req->tenant);
+    const struct login_result *r = f->result;
+    if (t->accounts == NULL) {
+        create_session(req, r->sub, NULL);
+        return;
+    }
+    struct sesame_plugin_kv kv[SESAME_ACCOUNT_MAX_CLAIMS];
+    size_t n = 0;
+    const char *k;
+    json_t *v;
+    json_object_foreach(r->claims, k, v) {
+        if (n == SESAME_ACCOUNT_MAX_CLAIMS)
+            break;
+        if (!json_is_string(v) || strlen(k) > SESAME_ACCOUNT_MAX_CLAIM_NAME ||
+            json_string_length(v) > SESAME_ACCOUNT_MAX_CLAIM_VALUE)
+            continue;
+        kv[n].key = k;
+        kv[n].value = json_string_value(v);
+        n++;
+    }
+    struct sesame_plugin_identity id = {req->tenant->name, f->provider->name, r->sub, kv, n};
+    char *err = NULL;
+    int rc = sesame_account_resolve_async(t->accounts, plugin_pool, sesame_server_worker(req)->base, &id,
+                                          req->conf->server.plugin_timeout_ms, account_done, req,
+                                          &f->aop, &err);
+    if (rc != SESAME_OK && rc != SESAME_AGAIN) {
+        sesame_log_error("request %s: account plugin: %s", req->request_id, err ? err : "cannot submit");
+        free(err);
+        sesame_gate_error(req, 503, NULL);
+    }
+}
+
+static void
+validated(void *arg, const struct sesame_provider_identity *id, enum sesame_provider_status st,
+          const char *err)
+{
+    struct sesame_req *req = arg;
+    struct flow *f = req->ext;
+    f->pop = NULL;
+    if (gone(req))
+        return;
+    if (st != SESAME_PROVIDER_OK || id == NULL || id->sub == NULL) {
+        sesame_log_warn("request %s: provider %s: sign-in refused (%s): %s", req->request_id,
+                        f->provider->name, sesame_provider_status_name(st), err ? err : "?");
+        if (st == SESAME_PROVIDER_UNAVAILABLE)
+            provider_unavailable(req, f->provider, err);
+        else
+            sesame_gate_error(req, 401, "La réponse de votre fournisseur d'identité n'a pas pu être "
+                                        "vérifiée. Par sécurité, la connexion a été refusée.");
+        return;
+    }
+    struct login_result *r = sesame_calloc(1, sizeof(*r));
+    r->claims = json_incref(id->claims);
+    r->id_token = id->id_token ? sesame_strdup(id->id_token) : NULL;
+    r->sub = sesame_strdup(id->sub);
+    r->acr = id->acr ? sesame_strdup(id->acr) : NULL;
+    f->result = r;
+    resolve_account(req);
+}
+
+static void
+exchanged(void *arg, const struct sesame_provider_tokens *t, enum sesame_provider_status st,
+          const char *err)
+{
+    struct sesame_req *req = arg;
+    struct flow *f = req->ext;
+    f->pop = NULL;
+    if (gone(req))
+        return;
+    if (st != SESAME_PROVIDER_OK || t == NULL) {
+        validated(arg, NULL, st, err);
+        return;
+    }
+    const char *a = json_string_value(json_object_get(f->blob, "a"));
+    struct sesame_provider_expect e = {
+        .nonce = json_string_value(json_object_get(f->blob, "n")),
+        .min_acr = a ? a : f->provider->acr_values,
+        .now = 0,
+    };
+    f->pop = sesame_provider_validate(f->rt, sesame_gate_httpc(req), t, &e, validated, req);
+}
+
+static void
+taken(int status, json_t *blob, void *arg)
+{
+    struct sesame_req *req = arg;
+    struct flow *f = req->ext;
+    f->sop = NULL;
+    if (gone(req)) {
+        json_decref(blob);
+        return;
+    }
+    if (status == SESAME_ERROR) {
+        json_decref(blob);
+        sesame_gate_error(req, 503, NULL);
+        return;
+    }
+    if (blob == NULL) {
+        login_refused(req, "unknown or already used state");
+        return;
+    }
+    f->blob = blob;
+    const struct sesame_http_request *m = &req->msg;
+    const char *tenant = json_string_value(json_object_get(blob, "t"));
+    const char *pname = json_string_value(json_object_get(blob, "p"));
+    const char *binding = json_string_value(json_object_get(blob, "b"));
+    char cname[128], cookie[SESAME_SESSION_ID_LEN + 1];
+    snprintf(cname, sizeof(cname), "%s_login", req->conf->session.cookie_name);
+    if (tenant == NULL || strcmp(tenant, req->tenant->name) != 0) {
+        login_refused(req, "state of another tenant");
+        return;
+    }
+    if (sesame_gate_cookie(req, cname, cookie) != SESAME_OK || !sesame_util_ct_streq(cookie, binding)) {
+        login_refused(req, "browser binding cookie missing or different");
+        return;
+    }
+    f->provider = pname ? sesame_conf_find_provider(req->conf, pname) : NULL;
+    if (f->provider == NULL) {
+        login_refused(req, "provider no longer configured");
+        return;
+    }
+    char error[128] = "", iss[1024] = "", code[MAX_PARAM] = "";
+    int re = sesame_url_query_get(m->query, m->query_len, "error", error, sizeof(error));
+    int ri = sesame_url_query_get(m->query, m->query_len, "iss", iss, sizeof(iss));
+    int rc = sesame_url_query_get(m->query, m->query_len, "code", code, sizeof(code));
+    if (re == SESAME_ERROR || ri == SESAME_ERROR || rc == SESAME_ERROR) {
+        login_refused(req, "malformed callback parameters");
+        return;
+    }
+    if (ri == SESAME_OK && strcmp(iss, f->provider->issuer) != 0) {
+        login_refused(req, "iss parameter differs from the issuer");
+        return;
+    }
+    if (re == SESAME_OK) {
+        sesame_log_info("request %s: provider %s answered error %.64s", req->request_id,
+                        f->provider->name, error);
+        enum sesame_page_id id = sesame_page_for_provider_error(error);
+        struct sesame_page_ctx ctx = {0};
+        struct sesame_page_provider pp = {f->provider->name, NULL,
+                                          sesame_page_provider_brand(f->provider->name, f->provider->issuer)};
+        ctx.providers = &pp;
+        ctx.nproviders = 1;
+        const char *rt = json_string_value(json_object_get(blob, "r"));
+        ctx.return_to = rt ? rt : "/";
+        sesame_gate_page(req, sesame_page_http_status(id), id, &ctx);
+        return;
+    }
+    if (rc != SESAME_OK || code[0] == '\0') {
+        login_refused(req, "callback without code");
+        return;
+    }
+    sesame_gate_cookie(req, req->conf->session.cookie_name, f->previous_id);
+    char *err = NULL;
+    f->rt = sesame_provider_registry_get(f->provider, &err);
+    struct sesame_httpc *h = sesame_gate_httpc(req);
+    if (f->rt == NULL || h == NULL) {
+        provider_unavailable(req, f->provider, err ? err : "no HTTPS client");
+        free(err);
+        return;
+    }
+    f->redirect_uri = callback_url(req, "callback");
+    const char *verifier = f->provider->pkce ? json_string_value(json_object_get(blob, "v")) : NULL;
+    f->pop = sesame_provider_exchange(f->rt, h, code, f->redirect_uri, verifier, exchanged, req);
+}
+
+void
+sesame_flow_callback(struct sesame_req *req)
+{
+    const struct sesame_http_request *m = &req->msg;
+    if (!sesame_url_query_unique(m->query, m->query_len)) {
+        login_refused(req, "duplicated callback parameters");
+        return;
+    }
+    char state[160];
+    if (sesame_url_query_get(m->query, m->query_len, "state", state, sizeof(state)) != SESAME_OK ||
+        strlen(state) < 22) {
+        login_refused(req, "callback without a valid state");
+        return;
+    }
+    struct sesame_session_store *st = sesame_gate_store(req);
+    if (st == NULL) {
+        sesame_gate_error(req, 503, NULL);
+        return;
+    }
+    struct flow *f = flow_new(req);
+    int rc = sesame_session_login_take(st, state, taken, req, &f->sop);
+    if (rc != SESAME_AGAIN)
+        login_refused(req, "invalid state");
+}
+
+/* ------------------------------------------------------------------------
+ * logout
+ */
+
+void
+sesame_flow_csrf(const struct sesame_conf *conf, const char *session_id, char out[44])
+{
+    unsigned char mac[32];
+    unsigned int len = 0;
+    char msg[96];
+    int n = snprintf(msg, sizeof(msg), "logout:%s", session_id);
+    HMAC(EVP_sha256(), conf->session.secret, SESAME_SESSION_KEY_LEN, (const unsigned char *)msg,
+         (size_t)n, mac, &len);
+    sesame_util_b64url_encode(out, mac, 32);
+}
+
+static void
+signed_out(struct sesame_req *req)
+{
+    struct sesame_page_ctx ctx = {0};
+    sesame_gate_page(req, 200, SESAME_PAGE_SIGNED_OUT, &ctx);
+}
+
+static void
+logout_state_stored(int status, void *arg)
+{
+    struct sesame_req *req = arg;
+    struct flow *f = req->ext;
+    f->sop = NULL;
+    if (gone(req))
+        return;
+    char *post = callback_url(req, "logout/callback");
+    char *url = f->rt ? sesame_provider_end_session_url(f->rt, f->session->id_token, f->state, post) : NULL;
+    free(post);
+    if (url == NULL) {
+        signed_out(req);
+        return;
+    }
+    sesame_server_redirect(req, 302, url);
+    free(url);
+}
+
+static void
+logout_destroyed(int status, void *arg)
+{
+    struct sesame_req *req = arg;
+    struct flow *f = req->ext;
+    f->sop = NULL;
+    if (gone(req))
+        return;
+    if (status == SESAME_ERROR) {
+        /* the session may still exist: say so rather than pretend */
+        sesame_gate_error(req, 503, NULL);
+        return;
+    }
+    sesame_gate_set_cookie(req, req->conf->session.cookie_name, NULL, 0);
+    sesame_log_info("logout: request %s tenant %s account %s", req->request_id, req->tenant->name,
+                    f->session->account);
+    const struct sesame_conf_provider *p =
+        f->session->provider ? sesame_conf_find_provider(req->conf, f->session->provider) : NULL;
+    if (p == NULL || f->session->id_token == NULL) {
+        signed_out(req);
+        return;
+    }
+    f->rt = sesame_provider_registry_get(p, NULL);
+    if (f->rt == NULL || sesame_util_random_token(f->state, sizeof(f->state), 32) != SESAME_OK) {
+        signed_out(req);
+        return;
+    }
+    json_t *blob = json_pack("{s:s, s:s}", "t", req->tenant->name, "k", "logout");
+    int rc = sesame_session_login_put(sesame_gate_store(req), f->state, blob,
+                                      req->conf->session.login_timeout_ms, logout_state_stored, req,
+                                      &f->sop);
+    json_decref(blob);
+    if (rc != SESAME_AGAIN)
+        signed_out(req);
+}
+
+static void
+logout_loaded(int status, struct sesame_session *s, void *arg)
+{
+    struct sesame_req *req = arg;
+    struct flow *f = req->ext;
+    f->sop = NULL;
+    if (gone(req)) {
+        sesame_session_free(s);
+        return;
+    }
+    if (status == SESAME_ERROR) {
+        sesame_gate_error(req, 503, NULL);
+        return;
+    }
+    if (status != SESAME_OK || s == NULL) {
+        sesame_gate_set_cookie(req, req->conf->session.cookie_name, NULL, 0);
+        signed_out(req);
+        return;
+    }
+    f->session = s;
+    if (req->msg.method != SESAME_HTTP_POST) {
+        char csrf[44];
+        sesame_flow_csrf(req->conf, f->previous_id, csrf);
+        struct sesame_page_ctx ctx = {0};
+        ctx.csrf_token = csrf;
+        /* the POST is redirected to the provider's end-session endpoint */
+        const struct sesame_conf_provider *p =
+            s->provider ? sesame_conf_find_provider(req->conf, s->provider) : NULL;
+        char origin[512] = "";
+        if (p && p->issuer) {
+            const char *h = p->issuer + 8; /* issuers are https:// */
+            size_t hl = strcspn(h, "/");
+            snprintf(origin, sizeof(origin), "https://%.*s", (int)hl, h);
+        }
+        sesame_gate_page_origin(req, 200, SESAME_PAGE_LOGOUT, &ctx, origin[0] ? origin : NULL);
+        return;
+    }
+    int rc = sesame_session_destroy(sesame_gate_store(req), f->previous_id, logout_destroyed, req, &f->sop);
+    if (rc != SESAME_AGAIN)
+        logout_destroyed(SESAME_ERROR, req);
+}
+
+static void
+logout_load(struct sesame_req *req)
+{
+    struct flow *f = req->ext;
+    struct sesame_session_store *st = sesame_gate_store(req);
+    struct sesame_session *s = NULL;
+    int rc = st ? sesame_session_load(st, f->previous_id, req->tenant->name, logout_loaded, req, &s, &f->sop)
+                : SESAME_ERROR;
+    if (rc == SESAME_AGAIN)
+        return;
+    f->sop = NULL;
+    logout_loaded(rc, s, req);
+}
+
+static void
+logout_form(struct sesame_req *req, int status, int http_status, const char *data, size_t len)
+{
+    struct flow *f = req->ext;
+    if (gone(req))
+        return;
+    if (status != SESAME_OK) {
+        sesame_gate_error(req, http_status, NULL);
+        return;
+    }
+    char token[128];
+    char expected[44];
+    sesame_flow_csrf(req->conf, f->previous_id, expected);
+    if (sesame_url_query_get(data, len, SESAME_PAGE_CSRF_FIELD, token, sizeof(token)) != SESAME_OK ||
+        !sesame_util_ct_streq(token, expected)) {
+        sesame_log_info("request %s: logout refused: bad CSRF token", req->request_id);
+        sesame_gate_error(req, 403, "Cette demande de déconnexion n'a pas pu être vérifiée. "
+                                    "Utilisez le bouton « Se déconnecter » du service.");
+        return;
+    }
+    logout_load(req);
+}
+
+void
+sesame_flow_logout(struct sesame_req *req)
+{
+    struct flow *f = flow_new(req);
+    if (sesame_gate_cookie(req, req->conf->session.cookie_name, f->previous_id) != SESAME_OK) {
+        signed_out(req);
+        return;
+    }
+    if (req->msg.method == SESAME_HTTP_POST) {
+        sesame_server_read_body(req, LOGOUT_FORM_MAX, logout_form);
+        return;
+    }
+    logout_load(req);
+}
+
+static void
+logout_state_taken(int status, json_t *blob, void *arg)
+{
+    struct sesame_req *req = arg;
+    struct flow *f = req->ext;
+    f->sop = NULL;
+    if (gone(req)) {
+        json_decref(blob);
+        return;
+    }
+    if (blob == NULL)
+        sesame_log_info("request %s: logout callback with an unknown state (tolerated)", req->request_id);
+    json_decref(blob);
+    signed_out(req);
+}
+
+void
+sesame_flow_logout_callback(struct sesame_req *req)
+{
+    char state[160];
+    const struct sesame_http_request *m = &req->msg;
+    if (sesame_url_query_get(m->query, m->query_len, "state", state, sizeof(state)) != SESAME_OK ||
+        strlen(state) < 22) {
+        sesame_log_info("request %s: logout callback without state (tolerated)", req->request_id);
+        signed_out(req);
+        return;
+    }
+    struct flow *f = flow_new(req);
+    struct sesame_session_store *st = sesame_gate_store(req);
+    int rc = st ? sesame_session_login_take(st, state, logout_state_taken, req, &f->sop) : SESAME_ERROR;
+    if (rc != SESAME_AGAIN)
+        signed_out(req);
+}

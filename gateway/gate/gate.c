@@ -1,0 +1,682 @@
+#include "gate/gate.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+
+#include "core/log.h"
+#include "core/url.h"
+#include "core/util.h"
+#include "gate/flow.h"
+#include "gate/identity.h"
+#include "gate/runtime.h"
+#include "http/proxy.h"
+#include "oidc/httpc.h"
+#include "oidc/returnto.h"
+#include "pages/page.h"
+
+#define RETIRE_SECONDS 30
+
+/* ------------------------------------------------------------------------
+ * Per-worker state
+ */
+
+struct bundle {
+    struct sesame_conf *conf;     /* reference: redis and store borrow it */
+    struct sesame_redis *redis;
+    struct sesame_session_store *store;
+    struct event *retire_timer;
+};
+
+struct sesame_gate_worker {
+    struct sesame_worker *w;
+    struct bundle *cur;
+    struct sesame_httpc *httpc;
+};
+
+static void
+bundle_free(struct bundle *b)
+{
+    if (b == NULL)
+        return;
+    sesame_session_store_free(b->store);
+    sesame_redis_free(b->redis);
+    if (b->retire_timer)
+        event_free(b->retire_timer);
+    sesame_conf_unref(b->conf);
+    free(b);
+}
+
+static struct bundle *
+bundle_new(struct sesame_worker *w, struct sesame_conf *conf)
+{
+    struct bundle *b = sesame_calloc(1, sizeof(*b));
+    b->conf = sesame_conf_ref(conf);
+    if (conf->has_redis) {
+        b->redis = sesame_redis_new(w->base, &conf->redis);
+        if (b->redis)
+            b->store = sesame_session_store_new(b->redis, conf);
+    }
+    return b;
+}
+
+static void
+retire_cb(evutil_socket_t fd, short what, void *arg)
+{
+    bundle_free(arg);
+}
+
+int
+sesame_gate_worker_init(struct sesame_worker *w, char **err)
+{
+    struct sesame_gate_worker *g = sesame_calloc(1, sizeof(*g));
+    g->w = w;
+    g->cur = bundle_new(w, w->conf);
+    if (w->conf->has_redis && g->cur->store == NULL) {
+        bundle_free(g->cur);
+        free(g);
+        return sesame_err_set(err, "cannot create the Redis client or the session store");
+    }
+    g->httpc = sesame_httpc_new(w->base, err);
+    if (g->httpc == NULL) {
+        bundle_free(g->cur);
+        free(g);
+        return SESAME_ERROR;
+    }
+    w->ext = g;
+    return SESAME_OK;
+}
+
+void
+sesame_gate_worker_reload(struct sesame_worker *w)
+{
+    struct sesame_gate_worker *g = w->ext;
+    if (g == NULL)
+        return;
+    struct bundle *old = g->cur;
+    struct bundle *b = bundle_new(w, w->conf);
+    if (w->conf->has_redis && b->store == NULL) {
+        sesame_log_error("reload: worker %d cannot create its session store; keeping the previous one",
+                         w->id);
+        bundle_free(b);
+        return;
+    }
+    g->cur = b;
+    /* Operations in flight on the old store finish within the Redis command
+     * timeout; it is freed well after that. */
+    old->retire_timer = evtimer_new(w->base, retire_cb, old);
+    struct timeval tv = {RETIRE_SECONDS, 0};
+    evtimer_add(old->retire_timer, &tv);
+}
+
+void
+sesame_gate_worker_free(struct sesame_worker *w)
+{
+    struct sesame_gate_worker *g = w->ext;
+    if (g == NULL)
+        return;
+    bundle_free(g->cur);
+    sesame_httpc_free(g->httpc);
+    free(g);
+    w->ext = NULL;
+    /* retired bundles still pending are freed with the base's events: their
+     * timers are cancelled by event_base_free, so free them explicitly */
+}
+
+struct sesame_session_store *
+sesame_gate_store(struct sesame_req *req)
+{
+    struct sesame_worker *w = sesame_server_worker(req);
+    struct sesame_gate_worker *g = w ? w->ext : NULL;
+    return g ? g->cur->store : NULL;
+}
+
+struct sesame_httpc *
+sesame_gate_httpc(struct sesame_req *req)
+{
+    struct sesame_worker *w = sesame_server_worker(req);
+    struct sesame_gate_worker *g = w ? w->ext : NULL;
+    return g ? g->httpc : NULL;
+}
+
+/* ------------------------------------------------------------------------
+ * Helpers
+ */
+
+bool
+sesame_gate_is_api(const struct sesame_req *req)
+{
+    const struct sesame_http_head *h = &req->msg.h;
+    if (sesame_http_find_header(h, "X-Requested-With") != NULL)
+        return true;
+    const struct sesame_http_header *m = sesame_http_find_header(h, "Sec-Fetch-Mode");
+    if (m != NULL && !sesame_util_ascii_ieq(m->value, m->value_len, "navigate"))
+        return true;
+    const struct sesame_http_header *a = sesame_http_find_header(h, "Accept");
+    if (a != NULL && a->value_len < 1024) {
+        char buf[1024];
+        memcpy(buf, a->value, a->value_len);
+        buf[a->value_len] = '\0';
+        if (strstr(buf, "application/json") != NULL && strstr(buf, "text/html") == NULL)
+            return true;
+    }
+    return false;
+}
+
+int
+sesame_gate_cookie(const struct sesame_req *req, const char *name, char out[SESAME_SESSION_ID_LEN + 1])
+{
+    bool found = false;
+    out[0] = '\0';
+    char v[SESAME_SESSION_ID_LEN + 1];
+    for (size_t i = 0; i < req->msg.h.nheaders; i++) {
+        const struct sesame_http_header *h = &req->msg.h.headers[i];
+        if (!sesame_util_ascii_ieq(h->name, h->name_len, "cookie"))
+            continue;
+        if (sesame_session_cookie_find(h->value, h->value_len, name, v) != SESAME_OK)
+            continue;
+        if (found && strcmp(v, out) != 0) {
+            out[0] = '\0';
+            return SESAME_DECLINED; /* ambiguous */
+        }
+        memcpy(out, v, sizeof(v));
+        found = true;
+    }
+    return found ? SESAME_OK : SESAME_DECLINED;
+}
+
+void
+sesame_gate_set_cookie(struct sesame_req *req, const char *name, const char *value, int64_t max_age_s)
+{
+    char buf[1024];
+    if (req->tenant == NULL ||
+        sesame_session_set_cookie_header(buf, sizeof(buf), name, value, req->tenant, max_age_s) != SESAME_OK)
+        return;
+    sesame_server_add_header(&req->response_headers, "Set-Cookie", buf);
+}
+
+/* The security headers with form-action extended to `origin` (NULL: the
+ * standard block). Returns a malloc'd header block. */
+static char *
+security_headers(const char *origin)
+{
+    size_t n;
+    const struct sesame_page_header *list = sesame_page_security_header_list(&n);
+    char *csp = NULL;
+    if (origin) {
+        const char *origins[1] = {origin};
+        csp = sesame_page_csp(origins, 1, NULL);
+    }
+    struct evbuffer *b = evbuffer_new();
+    for (size_t i = 0; i < n; i++) {
+        bool is_csp = strcasecmp(list[i].name, "Content-Security-Policy") == 0;
+        evbuffer_add_printf(b, "%s: %s\r\n", list[i].name, is_csp && csp ? csp : list[i].value);
+    }
+    free(csp);
+    size_t len = evbuffer_get_length(b);
+    char *out = sesame_malloc(len + 1);
+    evbuffer_remove(b, out, len);
+    out[len] = '\0';
+    evbuffer_free(b);
+    return out;
+}
+
+void
+sesame_gate_page(struct sesame_req *req, int status, int page_id, struct sesame_page_ctx *ctx)
+{
+    sesame_gate_page_origin(req, status, page_id, ctx, NULL);
+}
+
+void
+sesame_gate_page_origin(struct sesame_req *req, int status, int page_id, struct sesame_page_ctx *ctx,
+                        const char *form_origin)
+{
+    const struct sesame_runtime *rt = sesame_runtime_of(req->conf);
+    const struct sesame_runtime_tenant *t = req->tenant ? sesame_runtime_tenant(req->conf, req->tenant) : NULL;
+    const struct sesame_pages *pages = t ? t->pages : rt->pages;
+    char home[1100];
+    if (req->tenant) {
+        snprintf(home, sizeof(home), "%s/", req->tenant->public_url);
+        ctx->tenant = req->tenant->name;
+        ctx->tenant_name = req->tenant->display_name;
+        ctx->accent_color = req->tenant->accent_color;
+        ctx->has_logo = t && t->logo;
+        ctx->home_url = home;
+        ctx->contact_url = req->tenant->contact_url;
+        ctx->legal_url = req->tenant->legal_url;
+    }
+    ctx->prefix = req->conf->server.prefix;
+    ctx->request_id = req->request_id;
+    struct evbuffer *body = evbuffer_new();
+    if (sesame_page_render(pages, (enum sesame_page_id)page_id, ctx, body) != SESAME_OK) {
+        evbuffer_free(body);
+        sesame_log_error("request %s: cannot render page %d", req->request_id, page_id);
+        sesame_server_respond(req, 500, "text/plain; charset=utf-8", "Cache-Control: no-store\r\n", NULL);
+        return;
+    }
+    if (form_origin) {
+        char *headers = security_headers(form_origin);
+        sesame_server_respond(req, status, SESAME_PAGE_CONTENT_TYPE, headers, body);
+        free(headers);
+    } else {
+        sesame_server_respond(req, status, SESAME_PAGE_CONTENT_TYPE, sesame_page_security_headers(), body);
+    }
+    evbuffer_free(body);
+}
+
+void
+sesame_gate_error(struct sesame_req *req, int status, const char *reason)
+{
+    if (sesame_gate_is_api(req) || req->conf->runtime == NULL) {
+        struct evbuffer *body = evbuffer_new();
+        char esc[1200];
+        size_t n = 0;
+        const char *msg = reason ? reason : sesame_page_status_title(status);
+        sesame_log_json_string(esc, sizeof(esc), &n, msg, strlen(msg));
+        evbuffer_add_printf(body, "{\"status\":%d,\"error\":%.*s,\"request_id\":\"%s\"}", status,
+                            (int)n, esc, req->request_id);
+        sesame_server_respond(req, status, "application/json", "Cache-Control: no-store\r\n", body);
+        evbuffer_free(body);
+        return;
+    }
+    struct sesame_page_ctx ctx = {0};
+    ctx.reason = reason;
+    sesame_gate_page(req, status, sesame_page_for_status(status), &ctx);
+}
+
+/* path?query of the current request, as a return_to value. */
+static void
+add_return_to(struct evbuffer *out, const struct sesame_req *req)
+{
+    sesame_url_encode(out, req->msg.path, req->msg.path_len);
+    if (req->msg.query) {
+        sesame_url_encode(out, "?", 1);
+        sesame_url_encode(out, req->msg.query, req->msg.query_len);
+    }
+}
+
+char *
+sesame_gate_signin_url(const struct sesame_req *req, const char *acr, bool direct)
+{
+    struct evbuffer *b = evbuffer_new();
+    evbuffer_add_printf(b, "%s%s%s?return_to=", req->tenant->public_url, req->conf->server.prefix,
+                        direct ? "login" : "signin");
+    add_return_to(b, req);
+    if (acr)
+        evbuffer_add_printf(b, "&acr=%s", acr);
+    if (req->route && req->route->provider)
+        evbuffer_add_printf(b, "&provider=%s", req->route->provider->name);
+    size_t n = evbuffer_get_length(b);
+    char *s = sesame_malloc(n + 1);
+    evbuffer_remove(b, s, n);
+    s[n] = '\0';
+    evbuffer_free(b);
+    return s;
+}
+
+/* ------------------------------------------------------------------------
+ * Route access
+ */
+
+struct access {
+    struct sesame_session_op *op;
+};
+
+static void
+access_free(struct sesame_req *req)
+{
+    struct access *a = req->ext;
+    if (a->op)
+        sesame_session_cancel(a->op);
+    free(a);
+    req->ext = NULL;
+    req->ext_free = NULL;
+}
+
+static void
+need_signin(struct sesame_req *req, const char *acr, bool had_cookie)
+{
+    if (had_cookie)
+        sesame_gate_set_cookie(req, req->conf->session.cookie_name, NULL, 0);
+    if (sesame_gate_is_api(req)) {
+        sesame_gate_error(req, 401, acr ? "Un niveau de garantie plus élevé est nécessaire." : NULL);
+        return;
+    }
+    char *url = sesame_gate_signin_url(req, acr, !req->tenant->sign_in_page);
+    sesame_server_redirect(req, 302, url);
+    free(url);
+}
+
+static void
+forward(struct sesame_req *req, const struct sesame_session *s)
+{
+    const struct sesame_conf_route *r = req->route;
+    if (s != NULL) {
+        if (req->upstream_headers == NULL)
+            req->upstream_headers = evbuffer_new();
+        sesame_identity_headers(r, s, req->upstream_headers);
+        if (r->assertion) {
+            const struct sesame_runtime *rt = sesame_runtime_of(req->conf);
+            char *err = NULL;
+            char *jwt = rt->assertion_key
+                            ? sesame_identity_assertion(r, s, rt->assertion_key, time(NULL), &err)
+                            : NULL;
+            if (jwt == NULL) {
+                sesame_log_error("request %s: cannot sign the assertion: %s", req->request_id,
+                                 err ? err : "no key");
+                free(err);
+                sesame_gate_error(req, 500, NULL);
+                return;
+            }
+            evbuffer_add_printf(req->upstream_headers, "%sAssertion: %s\r\n", r->header_prefix, jwt);
+            free(jwt);
+        }
+    }
+    sesame_proxy_start(req);
+}
+
+/* Decides with the session (NULL: none). Takes no reference. */
+static void
+decide(struct sesame_req *req, struct sesame_session *s, int status, bool had_cookie)
+{
+    const struct sesame_conf_route *r = req->route;
+    if (status == SESAME_ERROR) {
+        if (r->access == SESAME_ACCESS_OPTIONAL) {
+            forward(req, NULL);
+            return;
+        }
+        sesame_log_warn("request %s: session store unavailable", req->request_id);
+        sesame_gate_error(req, 503, NULL);
+        return;
+    }
+    if (s == NULL) {
+        if (r->access == SESAME_ACCESS_OPTIONAL) {
+            if (had_cookie)
+                sesame_gate_set_cookie(req, req->conf->session.cookie_name, NULL, 0);
+            forward(req, NULL);
+        } else {
+            need_signin(req, NULL, had_cookie);
+        }
+        return;
+    }
+    const char *need = r->acr;
+    if (need && sesame_jose_acr_rank(s->acr) < sesame_jose_acr_rank(need)) {
+        if (r->access == SESAME_ACCESS_OPTIONAL) {
+            forward(req, NULL);
+            return;
+        }
+        need_signin(req, need, false);
+        return;
+    }
+    const struct sesame_cond *failed = NULL;
+    if (!sesame_identity_allowed(r, s, time(NULL), &failed)) {
+        sesame_log_info("request %s: route %s refused account %s: condition '%s'", req->request_id,
+                        r->name, s->account ? s->account : "?", failed ? failed->text : "?");
+        sesame_gate_error(req, 403, r->deny_message ? r->deny_message
+                                                    : "Vous ne remplissez pas les conditions d'accès à ce service.");
+        return;
+    }
+    forward(req, s);
+}
+
+static void
+loaded_cb(int status, struct sesame_session *s, void *arg)
+{
+    struct sesame_req *req = arg;
+    struct access *a = req->ext;
+    a->op = NULL;
+    if (req->aborted) {
+        sesame_session_free(s);
+        sesame_server_request_done(req);
+        return;
+    }
+    decide(req, status == SESAME_OK ? s : NULL, status == SESAME_ERROR ? SESAME_ERROR : SESAME_OK, true);
+    sesame_session_free(s);
+}
+
+void
+sesame_gate_route(struct sesame_req *req)
+{
+    const struct sesame_conf_route *r = req->route;
+    if (r->access == SESAME_ACCESS_PUBLIC) {
+        sesame_proxy_start(req);
+        return;
+    }
+    char id[SESAME_SESSION_ID_LEN + 1];
+    if (sesame_gate_cookie(req, req->conf->session.cookie_name, id) != SESAME_OK) {
+        decide(req, NULL, SESAME_OK, false);
+        return;
+    }
+    struct sesame_session_store *st = sesame_gate_store(req);
+    if (st == NULL) {
+        decide(req, NULL, SESAME_ERROR, true);
+        return;
+    }
+    struct access *a = sesame_calloc(1, sizeof(*a));
+    req->ext = a;
+    req->ext_free = access_free;
+    struct sesame_session *s = NULL;
+    int rc = sesame_session_load(st, id, req->tenant->name, loaded_cb, req, &s, &a->op);
+    if (rc == SESAME_AGAIN)
+        return;
+    a->op = NULL;
+    decide(req, rc == SESAME_OK ? s : NULL, rc == SESAME_ERROR ? SESAME_ERROR : SESAME_OK, true);
+    sesame_session_free(s);
+}
+
+/* ------------------------------------------------------------------------
+ * Internal endpoints
+ */
+
+static void
+respond_bytes(struct sesame_req *req, int status, const char *type, const char *headers,
+              const void *data, size_t len)
+{
+    struct evbuffer *b = evbuffer_new();
+    evbuffer_add(b, data, len);
+    sesame_server_respond(req, status, type, headers, b);
+    evbuffer_free(b);
+}
+
+static void
+serve_static(struct sesame_req *req, const char *name, size_t n)
+{
+    const struct sesame_runtime_tenant *t = req->tenant ? sesame_runtime_tenant(req->conf, req->tenant) : NULL;
+    char headers[2048];
+    const char *theme = "theme/";
+    const char *logo = "logo/";
+    if (t && n > 6 && memcmp(name, theme, 6) == 0) {
+        size_t tl = strlen(t->conf->name);
+        if (n == 6 + tl + 4 && memcmp(name + 6, t->conf->name, tl) == 0 &&
+            memcmp(name + 6 + tl, ".css", 4) == 0 && t->theme_css) {
+            snprintf(headers, sizeof(headers), "Cache-Control: public, max-age=3600\r\n%s",
+                     "X-Content-Type-Options: nosniff\r\n");
+            respond_bytes(req, 200, "text/css; charset=utf-8", headers, t->theme_css, t->theme_len);
+            return;
+        }
+    } else if (t && n > 5 && memcmp(name, logo, 5) == 0) {
+        size_t tl = strlen(t->conf->name);
+        if (n == 5 + tl && memcmp(name + 5, t->conf->name, tl) == 0 && t->logo) {
+            snprintf(headers, sizeof(headers),
+                     "Cache-Control: public, max-age=3600\r\nX-Content-Type-Options: nosniff\r\n"
+                     "Content-Security-Policy: %s\r\n",
+                     t->logo->asset.csp ? t->logo->asset.csp : "default-src 'none'");
+            respond_bytes(req, 200, t->logo->asset.content_type, headers, t->logo->asset.data,
+                          t->logo->asset.len);
+            return;
+        }
+    } else {
+        char asset[128];
+        if (n < sizeof(asset)) {
+            memcpy(asset, name, n);
+            asset[n] = '\0';
+            struct sesame_page_asset a;
+            const struct sesame_pages *pages = t ? t->pages : sesame_runtime_of(req->conf)->pages;
+            if (sesame_page_asset(pages, asset, &a) == SESAME_OK) {
+                snprintf(headers, sizeof(headers),
+                         "Cache-Control: public, max-age=3600\r\nX-Content-Type-Options: nosniff\r\n"
+                         "Content-Security-Policy: %s\r\n",
+                         a.csp ? a.csp : "default-src 'none'");
+                respond_bytes(req, 200, a.content_type, headers, a.data, a.len);
+                return;
+            }
+        }
+    }
+    sesame_gate_error(req, 404, NULL);
+}
+
+static void
+serve_signin(struct sesame_req *req)
+{
+    const struct sesame_runtime_tenant *t = sesame_runtime_tenant(req->conf, req->tenant);
+    char rt[2100] = "";
+    if (sesame_url_query_get(req->msg.query, req->msg.query_len, "return_to", rt, sizeof(rt)) == SESAME_ERROR) {
+        sesame_gate_error(req, 400, NULL);
+        return;
+    }
+    char *safe = rt[0] ? sesame_returnto_check(rt, strlen(rt), (const char *const *)req->tenant->hosts,
+                                               req->tenant->nhosts, req->tenant->public_url)
+                       : NULL;
+    char acr[16] = "";
+    sesame_url_query_get(req->msg.query, req->msg.query_len, "acr", acr, sizeof(acr));
+    struct sesame_page_ctx ctx = {0};
+    ctx.return_to = safe ? safe : "/";
+    ctx.providers = t->providers;
+    ctx.nproviders = t->nproviders;
+    ctx.claims = t->claims;
+    ctx.nclaims = t->nclaims;
+    sesame_gate_page(req, 200, SESAME_PAGE_SIGN_IN, &ctx);
+    free(safe);
+}
+
+static void
+me_loaded(int status, struct sesame_session *s, void *arg)
+{
+    struct sesame_req *req = arg;
+    req->ext = NULL;
+    req->ext_free = NULL;
+    if (req->aborted) {
+        sesame_session_free(s);
+        sesame_server_request_done(req);
+        return;
+    }
+    if (status == SESAME_ERROR) {
+        sesame_gate_error(req, 503, NULL);
+        return;
+    }
+    if (status != SESAME_OK || s == NULL) {
+        sesame_gate_error(req, 401, NULL);
+        sesame_session_free(s);
+        return;
+    }
+    json_t *o = json_object();
+    json_object_set_new(o, "account", json_string(s->account));
+    if (s->acr)
+        json_object_set_new(o, "acr", json_string(s->acr));
+    if (s->provider)
+        json_object_set_new(o, "provider", json_string(s->provider));
+    json_object_set(o, "claims", s->claims ? s->claims : json_object());
+    if (s->claims == NULL)
+        json_decref(json_object_get(o, "claims"));
+    char *text = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    sesame_session_free(s);
+    respond_bytes(req, 200, "application/json", "Cache-Control: no-store\r\n", text, strlen(text));
+    free(text);
+}
+
+static void
+me_free(struct sesame_req *req)
+{
+    if (req->ext)
+        sesame_session_cancel(req->ext);
+    req->ext = NULL;
+}
+
+static void
+serve_me(struct sesame_req *req)
+{
+    char id[SESAME_SESSION_ID_LEN + 1];
+    struct sesame_session_store *st = sesame_gate_store(req);
+    if (st == NULL || sesame_gate_cookie(req, req->conf->session.cookie_name, id) != SESAME_OK) {
+        struct evbuffer *b = evbuffer_new();
+        evbuffer_add_printf(b, "{\"status\":401,\"error\":\"not signed in\",\"request_id\":\"%s\"}",
+                            req->request_id);
+        sesame_server_respond(req, 401, "application/json", "Cache-Control: no-store\r\n", b);
+        evbuffer_free(b);
+        return;
+    }
+    struct sesame_session *s = NULL;
+    struct sesame_session_op *op = NULL;
+    req->ext_free = me_free;
+    int rc = sesame_session_load(st, id, req->tenant->name, me_loaded, req, &s, &op);
+    if (rc == SESAME_AGAIN) {
+        req->ext = op;
+        return;
+    }
+    me_loaded(rc == SESAME_OK ? SESAME_OK : rc == SESAME_ERROR ? SESAME_ERROR : SESAME_DECLINED, s, req);
+}
+
+static bool
+is(const char *rest, size_t n, const char *lit)
+{
+    return strlen(lit) == n && memcmp(rest, lit, n) == 0;
+}
+
+void
+sesame_gate_internal(struct sesame_req *req, const char *rest, size_t n)
+{
+    bool get = req->msg.method == SESAME_HTTP_GET || req->msg.method == SESAME_HTTP_HEAD;
+    if (is(rest, n, "health")) {
+        respond_bytes(req, 200, "text/plain; charset=utf-8", "Cache-Control: no-store\r\n", "ok\n", 3);
+        return;
+    }
+    if (n > 7 && memcmp(rest, "static/", 7) == 0 && get) {
+        serve_static(req, rest + 7, n - 7);
+        return;
+    }
+    if (is(rest, n, "jwks.json") && get) {
+        const struct sesame_runtime *rt = sesame_runtime_of(req->conf);
+        respond_bytes(req, 200, "application/json", "Cache-Control: public, max-age=300\r\n", rt->jwks_json,
+                      rt->jwks_len);
+        return;
+    }
+    if (!req->conf->has_redis) {
+        sesame_gate_error(req, 404, NULL);
+        return;
+    }
+    if (is(rest, n, "signin") && get) {
+        serve_signin(req);
+        return;
+    }
+    if (is(rest, n, "me") && get) {
+        serve_me(req);
+        return;
+    }
+    if (is(rest, n, "login") && get) {
+        sesame_flow_login(req);
+        return;
+    }
+    if (is(rest, n, "callback") && get) {
+        sesame_flow_callback(req);
+        return;
+    }
+    if (is(rest, n, "logout") && (get || req->msg.method == SESAME_HTTP_POST)) {
+        sesame_flow_logout(req);
+        return;
+    }
+    if (is(rest, n, "logout/callback") && get) {
+        sesame_flow_logout_callback(req);
+        return;
+    }
+    if (is(rest, n, "login") || is(rest, n, "callback") || is(rest, n, "me") || is(rest, n, "signin") ||
+        is(rest, n, "logout/callback") || is(rest, n, "jwks.json")) {
+        sesame_gate_error(req, 405, NULL);
+        return;
+    }
+    sesame_gate_error(req, 404, NULL);
+}

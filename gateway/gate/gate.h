@@ -1,0 +1,77 @@
+/*
+ * gate.h - access control in front of the routes, and Sésame's own endpoints
+ * under the reserved prefix (sign-in flow, logout, me, jwks.json, static).
+ *
+ * Per worker: a Redis client and a session store (rebuilt when a reload
+ * changes the configuration; the previous ones retire for a grace period so
+ * that operations in flight complete), and an HTTPS client for providers.
+ *
+ * Route access (route->access):
+ *   public    forwarded, no session looked up, no identity passed;
+ *   optional  identity passed when a valid session exists (Redis down: sent
+ *             anonymously);
+ *   required  no session: a browser navigation is redirected to the sign-in
+ *             page (or straight to the provider when the tenant has
+ *             sign_in_page = off); a script request (fetch/XHR/API) gets 401
+ *             JSON. Session below route->acr: the same, asking that level.
+ *             Condition failing: 403 page with the route's deny_message.
+ *             Redis unavailable: 503 (JSON for scripts), never a redirect.
+ */
+#ifndef SESAME_GATE_GATE_H
+#define SESAME_GATE_GATE_H
+
+#include "core/worker.h"
+#include "http/server.h"
+#include "session/session.h"
+
+struct sesame_httpc;
+
+struct sesame_gate_worker;
+
+int sesame_gate_worker_init(struct sesame_worker *w, char **err);
+void sesame_gate_worker_reload(struct sesame_worker *w);
+void sesame_gate_worker_free(struct sesame_worker *w);
+
+/* The session store and HTTPS client of the request's worker (NULL when the
+ * configuration has no Redis, or the connection is gone). */
+struct sesame_session_store *sesame_gate_store(struct sesame_req *req);
+struct sesame_httpc *sesame_gate_httpc(struct sesame_req *req);
+
+/* Handles a request for req->route (tenant and route set). */
+void sesame_gate_route(struct sesame_req *req);
+
+/* Handles a request under the reserved prefix; rest is the path after it. */
+void sesame_gate_internal(struct sesame_req *req, const char *rest, size_t rlen);
+
+/* Answers with the page for `status` (or JSON for script requests). */
+void sesame_gate_error(struct sesame_req *req, int status, const char *reason);
+
+/* True for requests made by scripts (fetch/XHR/API clients): JSON answers,
+ * never redirects. */
+bool sesame_gate_is_api(const struct sesame_req *req);
+
+/* Finds a cookie of the request (all Cookie headers examined; a name present
+ * with two different values is ambiguous and treated as absent). Returns
+ * SESAME_OK with the value in out, or SESAME_DECLINED. */
+int sesame_gate_cookie(const struct sesame_req *req, const char *name,
+                       char out[SESAME_SESSION_ID_LEN + 1]);
+
+/* Adds a Set-Cookie header to the response of req (value NULL deletes). */
+void sesame_gate_set_cookie(struct sesame_req *req, const char *name, const char *value,
+                            int64_t max_age_s);
+
+/* Renders page `id` for the request's tenant with ctx completed from the
+ * tenant (name, colours, links, prefix, request id) and sends it with
+ * `status` and the security headers. */
+struct sesame_page_ctx;
+void sesame_gate_page(struct sesame_req *req, int status, int page_id, struct sesame_page_ctx *ctx);
+/* Same, with CSP form-action also allowing form_origin ("https://host[:port]"),
+ * for a form whose submission is redirected there (logout). */
+void sesame_gate_page_origin(struct sesame_req *req, int status, int page_id,
+                             struct sesame_page_ctx *ctx, const char *form_origin);
+
+/* The URL of the sign-in step for the current request (path + query as
+ * return_to), with an optional minimum acr. Malloc'd. */
+char *sesame_gate_signin_url(const struct sesame_req *req, const char *acr, bool direct);
+
+#endif
