@@ -1142,7 +1142,9 @@ build_known_keys(void)
     size_t o = 0;
     for (size_t s = 0; s < SESAME_ARRAY_LEN(sections); s++)
         for (size_t i = 0; i < sections[s].nitems; i++)
-            o += (size_t)sprintf(known_keys + o, "%s.%s\n", sections[s].name, sections[s].items[i].key);
+            if (sections[s].items[i].set != refuse_inline_secret) /* refused, not settings */
+                o += (size_t)sprintf(known_keys + o, "%s.%s\n", sections[s].name,
+                                     sections[s].items[i].key);
     known_keys[o] = '\0';
 }
 

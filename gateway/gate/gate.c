@@ -579,9 +579,7 @@ me_loaded(int status, struct sesame_session *s, void *arg)
         json_object_set_new(o, "acr", json_string(s->acr));
     if (s->provider)
         json_object_set_new(o, "provider", json_string(s->provider));
-    json_object_set(o, "claims", s->claims ? s->claims : json_object());
-    if (s->claims == NULL)
-        json_decref(json_object_get(o, "claims"));
+    json_object_set_new(o, "claims", s->claims ? json_incref(s->claims) : json_object());
     char *text = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     sesame_session_free(s);

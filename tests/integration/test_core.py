@@ -2,6 +2,7 @@
 timeouts, error pages, reload and drain. Real `sesame`, real upstream."""
 
 import hashlib
+import os
 import http.client
 import json
 import os
@@ -484,3 +485,66 @@ def test_http10_and_head(gw):
 def test_health_endpoint(gw):
     r, d = get(gw.port, "/sesame/health")
     assert r.status == 200 and d == b"ok\n"
+
+
+def test_tls_listener(tmp, echo):
+    import ssl
+    import subprocess
+    pki = os.path.join(tmp, "pki")
+    subprocess.run(["/usr/bin/python3", os.path.join(os.path.dirname(__file__), "..", "mockfc", "pki.py"),
+                    "--dir", pki, "--name", "gw", "--host", "ville-a.localhost", "--host", "127.0.0.1"],
+                   check=True, capture_output=True)
+    port = free_port()
+    tls_port = free_port()
+    conf = base_conf(tmp, port, """
+[route a]
+tenant = ville-a
+path = /
+upstream = %s
+access = public
+""" % echo.url, extra_server="listen = 127.0.0.1:%d tls\ntls_certificate = %s/gw.pem\n"
+                                  "tls_certificate_key = %s/gw.key" % (tls_port, pki, pki))
+    s = Sesame(tmp, conf, port=port)
+    try:
+        wait_port(tls_port)
+        ctx = ssl.create_default_context(cafile=os.path.join(pki, "ca.pem"))
+        c = http.client.HTTPSConnection("127.0.0.1", tls_port, context=ctx, timeout=10)
+        c.request("GET", "/tls", headers={"Host": "ville-a.localhost"})
+        r = c.getresponse()
+        j = echoed(r.read())
+        assert r.status == 200
+        assert j["h"]["x-forwarded-proto"] == ["https"]
+        assert c.sock.version() in ("TLSv1.2", "TLSv1.3")
+        c.close()
+        # TLS 1.1 and older are refused
+        old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        old.load_verify_locations(os.path.join(pki, "ca.pem"))
+        old.maximum_version = ssl.TLSVersion.TLSv1_1
+        old.minimum_version = ssl.TLSVersion.TLSv1
+        with pytest.raises((ssl.SSLError, ConnectionResetError, OSError)):
+            with socket.create_connection(("127.0.0.1", tls_port), timeout=5) as raw:
+                with old.wrap_socket(raw, server_hostname="127.0.0.1"):
+                    pass
+        # the plain listener is still plain
+        r, d = get(port, "/plain")
+        assert echoed(d)["h"]["x-forwarded-proto"] == ["http"]
+    finally:
+        s.stop()
+
+
+def test_bad_tls_key_refuses_to_start(tmp):
+    port = free_port()
+    bad = os.path.join(tmp, "bad.pem")
+    with open(bad, "w") as f:
+        f.write("not a certificate\n")
+    conf = base_conf(tmp, port, """
+[route a]
+tenant = ville-a
+path = /
+upstream = http://127.0.0.1:9
+access = public
+""", extra_server="listen = 127.0.0.1:%d tls\ntls_certificate = %s\ntls_certificate_key = %s"
+                  % (free_port(), bad, bad))
+    s = Sesame(tmp, conf, port=port, wait=False)
+    assert s.proc.wait(10) != 0
+    assert "tls_certificate" in s.proc.output()

@@ -339,3 +339,14 @@ def test_second_instance_accepts_same_cookie(stack):
         assert echoed(r.body)["h"]["x-sesame-family-name"] == ["BENALI"]
     finally:
         gw2.stop()
+
+
+def test_slow_token_endpoint_times_out(stack):
+    stack.mock.scenario("token_slow")
+    b = stack.browser()
+    start = time.time()
+    r, _ = sign_in(b, stack.mock, stack.port, "marie")
+    elapsed = time.time() - start
+    assert r.status == 503, r.status
+    assert elapsed < 6, "the provider call must stop at http_timeout (2s)"
+    assert "sesame" not in b.cookies.get("ville-a.localhost", {})
