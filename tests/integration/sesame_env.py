@@ -146,7 +146,12 @@ class Sesame:
         self.access_log = os.path.join(tmpdir, "%s-access.log" % name)
         self.error_log = os.path.join(tmpdir, "%s-error.log" % name)
         self.write_conf(conf_text)
-        self.proc = Proc([sesame_binary(), "-c", self.conf_path], os.path.join(tmpdir, "%s.out" % name))
+        env = dict(os.environ)
+        # Under AddressSanitizer, freed memory sits in a quarantine (256 MiB by
+        # default) that would hide whether memory stays bounded; keep it small.
+        env["ASAN_OPTIONS"] = "quarantine_size_mb=4:" + env.get("ASAN_OPTIONS", "")
+        self.proc = Proc([sesame_binary(), "-c", self.conf_path], os.path.join(tmpdir, "%s.out" % name),
+                         env=env)
         if wait and port:
             wait_port(port, proc=self.proc.p)
 
