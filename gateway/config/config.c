@@ -87,6 +87,7 @@ struct item {
     size_t offset;
     const char *def;              /* default value text, NULL: none */
     long arg;                     /* setter-specific */
+    const char *const *names;     /* set_enum: the accepted words, NULL-terminated */
 };
 
 #define FIELD(obj, it, type) ((type *)((char *)(obj) + (it)->offset))
@@ -194,6 +195,30 @@ set_log_level(struct loader *L, void *obj, const struct item *it, const char *va
     }
     return SESAME_OK;
 }
+
+/* An enum field (stored as int-sized enum) chosen among it->names: the value
+ * is the word's index. */
+static int
+set_enum(struct loader *L, void *obj, const struct item *it, const char *value, int line)
+{
+    char list[256] = "";
+    for (size_t i = 0; it->names[i]; i++) {
+        if (strcmp(value, it->names[i]) == 0) {
+            *FIELD(obj, it, int) = (int)i;
+            return SESAME_OK;
+        }
+        snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s",
+                 i == 0 ? "" : it->names[i + 1] ? ", " : " or ", it->names[i]);
+    }
+    conf_error(L, line, it->key, "'%s' must be %s", value, list);
+    return SESAME_ERROR;
+}
+
+static const char *const token_auth_names[] = {"client_secret_post", "client_secret_basic",
+                                               "private_key_jwt", NULL};
+static const char *const userinfo_names[] = {"jwt", "json", "off", NULL};
+static const char *const access_names[] = {"public", "optional", "required", NULL};
+static const char *const encoding_names[] = {"percent", "raw", "base64url", NULL};
 
 /* Splits a space-separated list into a malloc'd vector. */
 static char **
@@ -572,35 +597,6 @@ set_sentinels(struct loader *L, void *obj, const struct item *it, const char *va
     return rc == SESAME_OK ? set_words(L, obj, it, value, line) : rc;
 }
 
-static int
-set_token_auth(struct loader *L, void *obj, const struct item *it, const char *value, int line)
-{
-    static const char *names[] = {"client_secret_post", "client_secret_basic", "private_key_jwt"};
-    for (size_t i = 0; i < SESAME_ARRAY_LEN(names); i++) {
-        if (strcmp(value, names[i]) == 0) {
-            *FIELD(obj, it, enum sesame_token_auth) = (enum sesame_token_auth)i;
-            return SESAME_OK;
-        }
-    }
-    conf_error(L, line, it->key, "'%s' must be client_secret_post, client_secret_basic or private_key_jwt",
-               value);
-    return SESAME_ERROR;
-}
-
-static int
-set_userinfo(struct loader *L, void *obj, const struct item *it, const char *value, int line)
-{
-    static const char *names[] = {"jwt", "json", "off"};
-    for (size_t i = 0; i < SESAME_ARRAY_LEN(names); i++) {
-        if (strcmp(value, names[i]) == 0) {
-            *FIELD(obj, it, enum sesame_userinfo_format) = (enum sesame_userinfo_format)i;
-            return SESAME_OK;
-        }
-    }
-    conf_error(L, line, it->key, "'%s' must be jwt, json or off", value);
-    return SESAME_ERROR;
-}
-
 static const struct {
     const char *name;
     unsigned bit;
@@ -837,34 +833,6 @@ set_upstream(struct loader *L, void *obj, const struct item *it, const char *val
 }
 
 static int
-set_access(struct loader *L, void *obj, const struct item *it, const char *value, int line)
-{
-    static const char *names[] = {"public", "optional", "required"};
-    for (size_t i = 0; i < SESAME_ARRAY_LEN(names); i++) {
-        if (strcmp(value, names[i]) == 0) {
-            *FIELD(obj, it, enum sesame_access) = (enum sesame_access)i;
-            return SESAME_OK;
-        }
-    }
-    conf_error(L, line, it->key, "'%s' must be public, optional or required", value);
-    return SESAME_ERROR;
-}
-
-static int
-set_encoding(struct loader *L, void *obj, const struct item *it, const char *value, int line)
-{
-    static const char *names[] = {"percent", "raw", "base64url"};
-    for (size_t i = 0; i < SESAME_ARRAY_LEN(names); i++) {
-        if (strcmp(value, names[i]) == 0) {
-            *FIELD(obj, it, enum sesame_header_encoding) = (enum sesame_header_encoding)i;
-            return SESAME_OK;
-        }
-    }
-    conf_error(L, line, it->key, "'%s' must be percent, raw or base64url", value);
-    return SESAME_ERROR;
-}
-
-static int
 set_acr(struct loader *L, void *obj, const struct item *it, const char *value, int line)
 {
     if (strcmp(value, "eidas1") != 0 && strcmp(value, "eidas2") != 0 && strcmp(value, "eidas3") != 0) {
@@ -982,134 +950,134 @@ set_ref(struct loader *L, void *obj, const struct item *it, const char *value, i
 
 #define S struct sesame_conf_server
 static const struct item server_items[] = {
-    {"listen", set_listen, 0, NULL, 0},
-    {"workers", set_workers, OFF(S, workers), "auto", 0},
-    {"tls_certificate", set_readable_path, OFF(S, tls_certificate), NULL, 0},
-    {"tls_certificate_key", set_readable_path, OFF(S, tls_certificate_key), NULL, 0},
-    {"header_timeout", set_duration, OFF(S, header_timeout_ms), "10s", 0},
-    {"body_timeout", set_duration, OFF(S, body_timeout_ms), "30s", 0},
-    {"idle_timeout", set_duration, OFF(S, idle_timeout_ms), "60s", 0},
-    {"upstream_connect_timeout", set_duration, OFF(S, upstream_connect_timeout_ms), "5s", 0},
-    {"upstream_read_timeout", set_duration, OFF(S, upstream_read_timeout_ms), "60s", 0},
-    {"upstream_idle_timeout", set_duration, OFF(S, upstream_idle_timeout_ms), "30s", 0},
-    {"shutdown_timeout", set_duration, OFF(S, shutdown_timeout_ms), "30s", 0},
-    {"max_request_line", set_size, OFF(S, max_request_line), "8k", 1 << 20},
-    {"max_header_size", set_size, OFF(S, max_header_size), "32k", 1 << 20},
-    {"max_headers", set_size, OFF(S, max_headers), "100", SESAME_HTTP_MAX_HEADERS},
-    {"max_body_size", set_size, OFF(S, max_body_size), "32m", 0},
-    {"max_connections", set_size, OFF(S, max_connections), "10000", 1000000},
-    {"upstream_pool_size", set_size, OFF(S, upstream_pool_size), "64", 100000},
-    {"trusted_proxies", set_cidrs, 0, NULL, 0},
-    {"via", set_bool, OFF(S, via), "off", 0},
-    {"error_log", set_string, OFF(S, error_log), "stderr", 0},
-    {"access_log", set_string, OFF(S, access_log), "stdout", 0},
-    {"log_level", set_log_level, OFF(S, log_level), "info", 0},
-    {"prefix", set_prefix, OFF(S, prefix), "/sesame/", 0},
-    {"pid_file", set_string, OFF(S, pid_file), NULL, 0},
-    {"templates_dir", set_readable_dir, OFF(S, templates_dir), NULL, 0},
-    {"assertion_key_file", set_readable_path, OFF(S, assertion_key_file), NULL, 0},
-    {"plugin_dir", set_string, OFF(S, plugin_dir), SESAME_PKGLIBDIR, 0},
-    {"plugin_threads", set_int, OFF(S, plugin_threads), "4", 64},
-    {"plugin_timeout", set_duration, OFF(S, plugin_timeout_ms), "5s", 0},
+    {"listen", set_listen, 0, NULL, 0, NULL},
+    {"workers", set_workers, OFF(S, workers), "auto", 0, NULL},
+    {"tls_certificate", set_readable_path, OFF(S, tls_certificate), NULL, 0, NULL},
+    {"tls_certificate_key", set_readable_path, OFF(S, tls_certificate_key), NULL, 0, NULL},
+    {"header_timeout", set_duration, OFF(S, header_timeout_ms), "10s", 0, NULL},
+    {"body_timeout", set_duration, OFF(S, body_timeout_ms), "30s", 0, NULL},
+    {"idle_timeout", set_duration, OFF(S, idle_timeout_ms), "60s", 0, NULL},
+    {"upstream_connect_timeout", set_duration, OFF(S, upstream_connect_timeout_ms), "5s", 0, NULL},
+    {"upstream_read_timeout", set_duration, OFF(S, upstream_read_timeout_ms), "60s", 0, NULL},
+    {"upstream_idle_timeout", set_duration, OFF(S, upstream_idle_timeout_ms), "30s", 0, NULL},
+    {"shutdown_timeout", set_duration, OFF(S, shutdown_timeout_ms), "30s", 0, NULL},
+    {"max_request_line", set_size, OFF(S, max_request_line), "8k", 1 << 20, NULL},
+    {"max_header_size", set_size, OFF(S, max_header_size), "32k", 1 << 20, NULL},
+    {"max_headers", set_size, OFF(S, max_headers), "100", SESAME_HTTP_MAX_HEADERS, NULL},
+    {"max_body_size", set_size, OFF(S, max_body_size), "32m", 0, NULL},
+    {"max_connections", set_size, OFF(S, max_connections), "10000", 1000000, NULL},
+    {"upstream_pool_size", set_size, OFF(S, upstream_pool_size), "64", 100000, NULL},
+    {"trusted_proxies", set_cidrs, 0, NULL, 0, NULL},
+    {"via", set_bool, OFF(S, via), "off", 0, NULL},
+    {"error_log", set_string, OFF(S, error_log), "stderr", 0, NULL},
+    {"access_log", set_string, OFF(S, access_log), "stdout", 0, NULL},
+    {"log_level", set_log_level, OFF(S, log_level), "info", 0, NULL},
+    {"prefix", set_prefix, OFF(S, prefix), "/sesame/", 0, NULL},
+    {"pid_file", set_string, OFF(S, pid_file), NULL, 0, NULL},
+    {"templates_dir", set_readable_dir, OFF(S, templates_dir), NULL, 0, NULL},
+    {"assertion_key_file", set_readable_path, OFF(S, assertion_key_file), NULL, 0, NULL},
+    {"plugin_dir", set_string, OFF(S, plugin_dir), SESAME_PKGLIBDIR, 0, NULL},
+    {"plugin_threads", set_int, OFF(S, plugin_threads), "4", 64, NULL},
+    {"plugin_timeout", set_duration, OFF(S, plugin_timeout_ms), "5s", 0, NULL},
 };
 #undef S
 
 #define R struct sesame_conf_redis
 static const struct item redis_items[] = {
-    {"address", set_redis_address, 0, "127.0.0.1:6379", 0},
-    {"sentinels", set_sentinels, OFF(R, sentinels), NULL, 0},
-    {"master_name", set_string, OFF(R, master_name), NULL, 0},
-    {"password", refuse_inline_secret, 0, NULL, 0},
-    {"password_file", set_secret_file, OFF(R, password), NULL, 0},
-    {"database", set_int, OFF(R, database), "0", 255},
-    {"connect_timeout", set_duration, OFF(R, connect_timeout_ms), "1s", 0},
-    {"command_timeout", set_duration, OFF(R, command_timeout_ms), "1s", 0},
-    {"prefix", set_string, OFF(R, prefix), "sesame:", 0},
+    {"address", set_redis_address, 0, "127.0.0.1:6379", 0, NULL},
+    {"sentinels", set_sentinels, OFF(R, sentinels), NULL, 0, NULL},
+    {"master_name", set_string, OFF(R, master_name), NULL, 0, NULL},
+    {"password", refuse_inline_secret, 0, NULL, 0, NULL},
+    {"password_file", set_secret_file, OFF(R, password), NULL, 0, NULL},
+    {"database", set_int, OFF(R, database), "0", 255, NULL},
+    {"connect_timeout", set_duration, OFF(R, connect_timeout_ms), "1s", 0, NULL},
+    {"command_timeout", set_duration, OFF(R, command_timeout_ms), "1s", 0, NULL},
+    {"prefix", set_string, OFF(R, prefix), "sesame:", 0, NULL},
 };
 #undef R
 
 #define SS struct sesame_conf_session
 static const struct item session_items[] = {
-    {"cookie_name", set_string, OFF(SS, cookie_name), "sesame", 0},
-    {"secret", refuse_inline_secret, 0, NULL, 0},
-    {"secret_file", set_session_key, 0, NULL, 0},
-    {"previous_secret_file", set_session_key, 0, NULL, 1},
-    {"inactivity_timeout", set_duration, OFF(SS, inactivity_timeout_ms), "30m", 0},
-    {"max_lifetime", set_duration, OFF(SS, max_lifetime_ms), "12h", 0},
-    {"touch_interval", set_duration, OFF(SS, touch_interval_ms), "60s", 0},
-    {"cache_ttl", set_duration, OFF(SS, cache_ttl_ms), "5s", 0},
-    {"login_timeout", set_duration, OFF(SS, login_timeout_ms), "10m", 0},
+    {"cookie_name", set_string, OFF(SS, cookie_name), "sesame", 0, NULL},
+    {"secret", refuse_inline_secret, 0, NULL, 0, NULL},
+    {"secret_file", set_session_key, 0, NULL, 0, NULL},
+    {"previous_secret_file", set_session_key, 0, NULL, 1, NULL},
+    {"inactivity_timeout", set_duration, OFF(SS, inactivity_timeout_ms), "30m", 0, NULL},
+    {"max_lifetime", set_duration, OFF(SS, max_lifetime_ms), "12h", 0, NULL},
+    {"touch_interval", set_duration, OFF(SS, touch_interval_ms), "60s", 0, NULL},
+    {"cache_ttl", set_duration, OFF(SS, cache_ttl_ms), "5s", 0, NULL},
+    {"login_timeout", set_duration, OFF(SS, login_timeout_ms), "10m", 0, NULL},
 };
 #undef SS
 
 #define P struct sesame_conf_provider
 static const struct item provider_items[] = {
-    {"issuer", set_https_url, OFF(P, issuer), NULL, 0},
-    {"discovery", set_bool, OFF(P, discovery), "on", 0},
-    {"discovery_refresh", set_duration, OFF(P, discovery_refresh_ms), "1h", 0},
-    {"authorization_endpoint", set_https_url, OFF(P, authorization_endpoint), NULL, 0},
-    {"token_endpoint", set_https_url, OFF(P, token_endpoint), NULL, 0},
-    {"userinfo_endpoint", set_https_url, OFF(P, userinfo_endpoint), NULL, 0},
-    {"jwks_uri", set_https_url, OFF(P, jwks_uri), NULL, 0},
-    {"end_session_endpoint", set_https_url, OFF(P, end_session_endpoint), NULL, 0},
-    {"client_id", set_string, OFF(P, client_id), NULL, 0},
-    {"client_secret", refuse_inline_secret, 0, NULL, 0},
-    {"client_secret_file", set_secret_file, OFF(P, client_secret), NULL, 0},
-    {"token_auth", set_token_auth, OFF(P, token_auth), "client_secret_post", 0},
-    {"private_key_file", set_readable_path, OFF(P, private_key_file), NULL, 0},
-    {"scopes", set_string, OFF(P, scopes), "openid given_name family_name birthdate", 0},
-    {"acr_values", set_string, OFF(P, acr_values), "eidas1", 0},
-    {"signing_algs", set_algs, OFF(P, signing_algs), "ES256 RS256", 0},
-    {"userinfo", set_userinfo, OFF(P, userinfo), "jwt", 0},
-    {"pkce", set_bool, OFF(P, pkce), "off", 0},
-    {"authorize_params", set_words, OFF(P, authorize_params), NULL, 0},
-    {"ca_file", set_readable_path, OFF(P, ca_file), NULL, 0},
-    {"decryption_key_files", set_readable_paths, OFF(P, decryption_key_files), NULL, 0},
-    {"leeway", set_duration, OFF(P, leeway_ms), "60s", 0},
-    {"http_timeout", set_duration, OFF(P, http_timeout_ms), "5s", 0},
-    {"jwks_refetch_interval", set_duration, OFF(P, jwks_refetch_interval_ms), "60s", 0},
+    {"issuer", set_https_url, OFF(P, issuer), NULL, 0, NULL},
+    {"discovery", set_bool, OFF(P, discovery), "on", 0, NULL},
+    {"discovery_refresh", set_duration, OFF(P, discovery_refresh_ms), "1h", 0, NULL},
+    {"authorization_endpoint", set_https_url, OFF(P, authorization_endpoint), NULL, 0, NULL},
+    {"token_endpoint", set_https_url, OFF(P, token_endpoint), NULL, 0, NULL},
+    {"userinfo_endpoint", set_https_url, OFF(P, userinfo_endpoint), NULL, 0, NULL},
+    {"jwks_uri", set_https_url, OFF(P, jwks_uri), NULL, 0, NULL},
+    {"end_session_endpoint", set_https_url, OFF(P, end_session_endpoint), NULL, 0, NULL},
+    {"client_id", set_string, OFF(P, client_id), NULL, 0, NULL},
+    {"client_secret", refuse_inline_secret, 0, NULL, 0, NULL},
+    {"client_secret_file", set_secret_file, OFF(P, client_secret), NULL, 0, NULL},
+    {"token_auth", set_enum, OFF(P, token_auth), "client_secret_post", 0, token_auth_names},
+    {"private_key_file", set_readable_path, OFF(P, private_key_file), NULL, 0, NULL},
+    {"scopes", set_string, OFF(P, scopes), "openid given_name family_name birthdate", 0, NULL},
+    {"acr_values", set_string, OFF(P, acr_values), "eidas1", 0, NULL},
+    {"signing_algs", set_algs, OFF(P, signing_algs), "ES256 RS256", 0, NULL},
+    {"userinfo", set_enum, OFF(P, userinfo), "jwt", 0, userinfo_names},
+    {"pkce", set_bool, OFF(P, pkce), "off", 0, NULL},
+    {"authorize_params", set_words, OFF(P, authorize_params), NULL, 0, NULL},
+    {"ca_file", set_readable_path, OFF(P, ca_file), NULL, 0, NULL},
+    {"decryption_key_files", set_readable_paths, OFF(P, decryption_key_files), NULL, 0, NULL},
+    {"leeway", set_duration, OFF(P, leeway_ms), "60s", 0, NULL},
+    {"http_timeout", set_duration, OFF(P, http_timeout_ms), "5s", 0, NULL},
+    {"jwks_refetch_interval", set_duration, OFF(P, jwks_refetch_interval_ms), "60s", 0, NULL},
 };
 #undef P
 
 #define T struct sesame_conf_tenant
 static const struct item tenant_items[] = {
-    {"display_name", set_string, OFF(T, display_name), NULL, 0},
-    {"hosts", set_hosts, OFF(T, hosts), NULL, 0},
-    {"public_url", set_public_url, 0, NULL, 0},
-    {"provider", set_ref, 0, NULL, 'p'},
-    {"accounts", set_ref, 0, NULL, 'a'},
-    {"cookie_domain", set_host, OFF(T, cookie_domain), NULL, 0},
-    {"logo_file", set_readable_path, OFF(T, logo_file), NULL, 0},
-    {"accent_color", set_color, OFF(T, accent_color), "#000091", 0},
-    {"contact_url", set_url, OFF(T, contact_url), NULL, 0},
-    {"legal_url", set_url, OFF(T, legal_url), NULL, 0},
-    {"templates_dir", set_readable_dir, OFF(T, templates_dir), NULL, 0},
-    {"sign_in_page", set_bool, OFF(T, sign_in_page), "on", 0},
+    {"display_name", set_string, OFF(T, display_name), NULL, 0, NULL},
+    {"hosts", set_hosts, OFF(T, hosts), NULL, 0, NULL},
+    {"public_url", set_public_url, 0, NULL, 0, NULL},
+    {"provider", set_ref, 0, NULL, 'p', NULL},
+    {"accounts", set_ref, 0, NULL, 'a', NULL},
+    {"cookie_domain", set_host, OFF(T, cookie_domain), NULL, 0, NULL},
+    {"logo_file", set_readable_path, OFF(T, logo_file), NULL, 0, NULL},
+    {"accent_color", set_color, OFF(T, accent_color), "#000091", 0, NULL},
+    {"contact_url", set_url, OFF(T, contact_url), NULL, 0, NULL},
+    {"legal_url", set_url, OFF(T, legal_url), NULL, 0, NULL},
+    {"templates_dir", set_readable_dir, OFF(T, templates_dir), NULL, 0, NULL},
+    {"sign_in_page", set_bool, OFF(T, sign_in_page), "on", 0, NULL},
 };
 #undef T
 
 #define RT struct sesame_conf_route
 static const struct item route_items[] = {
-    {"tenant", set_ref, 0, NULL, 't'},
-    {"host", set_host, OFF(RT, host), NULL, 0},
-    {"path", set_path, OFF(RT, path), "/", 0},
-    {"upstream", set_upstream, OFF(RT, upstream), NULL, 0},
-    {"preserve_host", set_bool, OFF(RT, preserve_host), "on", 0},
-    {"access", set_access, OFF(RT, access), "required", 0},
-    {"acr", set_acr, OFF(RT, acr), NULL, 0},
-    {"provider", set_ref, 0, NULL, 'p'},
-    {"claims", set_claims, OFF(RT, claims), NULL, 0},
-    {"header_prefix", set_header_prefix, OFF(RT, header_prefix), "X-Sesame-", 0},
-    {"header_encoding", set_encoding, OFF(RT, header_encoding), "percent", 0},
-    {"assertion", set_bool, OFF(RT, assertion), "off", 0},
-    {"keep_cookie", set_bool, OFF(RT, keep_cookie), "off", 0},
-    {"require", set_require, 0, NULL, 0},
-    {"deny_message", set_string, OFF(RT, deny_message), NULL, 0},
+    {"tenant", set_ref, 0, NULL, 't', NULL},
+    {"host", set_host, OFF(RT, host), NULL, 0, NULL},
+    {"path", set_path, OFF(RT, path), "/", 0, NULL},
+    {"upstream", set_upstream, OFF(RT, upstream), NULL, 0, NULL},
+    {"preserve_host", set_bool, OFF(RT, preserve_host), "on", 0, NULL},
+    {"access", set_enum, OFF(RT, access), "required", 0, access_names},
+    {"acr", set_acr, OFF(RT, acr), NULL, 0, NULL},
+    {"provider", set_ref, 0, NULL, 'p', NULL},
+    {"claims", set_claims, OFF(RT, claims), NULL, 0, NULL},
+    {"header_prefix", set_header_prefix, OFF(RT, header_prefix), "X-Sesame-", 0, NULL},
+    {"header_encoding", set_enum, OFF(RT, header_encoding), "percent", 0, encoding_names},
+    {"assertion", set_bool, OFF(RT, assertion), "off", 0, NULL},
+    {"keep_cookie", set_bool, OFF(RT, keep_cookie), "off", 0, NULL},
+    {"require", set_require, 0, NULL, 0, NULL},
+    {"deny_message", set_string, OFF(RT, deny_message), NULL, 0, NULL},
 };
 #undef RT
 
 static const struct item accounts_items[] = {
-    {"plugin", set_string, offsetof(struct sesame_conf_accounts, plugin), NULL, 0},
+    {"plugin", set_string, offsetof(struct sesame_conf_accounts, plugin), NULL, 0, NULL},
 };
 
 static const struct section_def {
@@ -1451,7 +1419,7 @@ parse_setting(struct loader *L, struct section *sec, char *text, int line)
             }
         }
         if (strcmp(key, "secret") == 0 || strcmp(key, "password") == 0) {
-            struct item it = {key, NULL, 0, NULL, 0};
+            struct item it = {key, NULL, 0, NULL, 0, NULL};
             refuse_inline_secret(L, NULL, &it, value, line);
             return;
         }
