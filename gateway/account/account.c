@@ -250,29 +250,12 @@ sesame_account_unref(struct sesame_account *acct)
 
 /* ---- identities and results --------------------------------------------- */
 
-static bool
-word_ok(const char *s, size_t max, const char *extra)
-{
-    if (s == NULL)
-        return false;
-    size_t n = strnlen(s, max + 1);
-    if (n == 0 || n > max)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              strchr(extra, c) != NULL))
-            return false;
-    }
-    return true;
-}
-
 int
 sesame_account_check_identity(const struct sesame_plugin_identity *id, char **err)
 {
-    if (!word_ok(id->tenant, 64, "._-"))
+    if (!sesame_plugin_word_ok(id->tenant, 64, "._-"))
         return sesame_err_set(err, "identity: tenant name missing or malformed");
-    if (!word_ok(id->provider, 64, "._-"))
+    if (!sesame_plugin_word_ok(id->provider, 64, "._-"))
         return sesame_err_set(err, "identity: provider name missing or malformed");
     size_t n = id->sub ? strnlen(id->sub, SESAME_ACCOUNT_MAX_SUB + 1) : 0;
     if (n == 0 || n > SESAME_ACCOUNT_MAX_SUB)
@@ -285,7 +268,7 @@ sesame_account_check_identity(const struct sesame_plugin_identity *id, char **er
         return sesame_err_set(err, "identity: more than %d claims", SESAME_ACCOUNT_MAX_CLAIMS);
     for (size_t i = 0; i < id->nclaims; i++) {
         const struct sesame_plugin_kv *kv = &id->claims[i];
-        if (!word_ok(kv->key, SESAME_ACCOUNT_MAX_CLAIM_NAME, "_.-"))
+        if (!sesame_plugin_word_ok(kv->key, SESAME_ACCOUNT_MAX_CLAIM_NAME, "_.-"))
             return sesame_err_set(err, "identity: claim #%zu: name missing or malformed", i + 1);
         size_t vl = kv->value ? strnlen(kv->value, SESAME_ACCOUNT_MAX_CLAIM_VALUE + 1) : 0;
         if (kv->value == NULL || vl > SESAME_ACCOUNT_MAX_CLAIM_VALUE ||
@@ -323,7 +306,7 @@ validate_result(const struct sesame_account *acct, struct sesame_plugin_result *
     switch (res->status) {
     case SESAME_PLUGIN_RESULT_FOUND:
         if (!terminated(res->account_id, sizeof(res->account_id)) ||
-            !word_ok(res->account_id, SESAME_PLUGIN_ACCOUNT_ID_MAX, "._~@:+-")) {
+            !sesame_plugin_word_ok(res->account_id, SESAME_PLUGIN_ACCOUNT_ID_MAX, "._~@:+-")) {
             set_error(res, "account plugin %s: malformed account id", acct->plugin_name);
             return;
         }
@@ -334,7 +317,7 @@ validate_result(const struct sesame_account *acct, struct sesame_plugin_result *
         for (size_t i = 0; i < res->nattributes; i++) {
             const struct sesame_plugin_attribute *a = &res->attributes[i];
             if (!terminated(a->name, sizeof(a->name)) || !terminated(a->value, sizeof(a->value)) ||
-                !word_ok(a->name, SESAME_PLUGIN_ATTR_NAME_MAX, "_.-") ||
+                !sesame_plugin_word_ok(a->name, SESAME_PLUGIN_ATTR_NAME_MAX, "_.-") ||
                 !sesame_normalize_utf8_valid(a->value, strlen(a->value), false)) {
                 set_error(res, "account plugin %s: malformed attribute #%zu", acct->plugin_name,
                           i + 1);
@@ -404,8 +387,8 @@ sesame_account_erase(struct sesame_account *acct, const char *tenant, const char
 {
     if (acct->plugin->erase == NULL)
         return SESAME_DECLINED;
-    if (!word_ok(tenant, 64, "._-") ||
-        !word_ok(account_id, SESAME_PLUGIN_ACCOUNT_ID_MAX, "._~@:+-"))
+    if (!sesame_plugin_word_ok(tenant, 64, "._-") ||
+        !sesame_plugin_word_ok(account_id, SESAME_PLUGIN_ACCOUNT_ID_MAX, "._~@:+-"))
         return sesame_err_set(err, "erase: malformed tenant or account id");
     char *perr = NULL;
     if (acct->plugin->erase(acct->state, tenant, account_id, &perr) != 0) {

@@ -37,6 +37,7 @@
 #define SESAME_PLUGIN_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -226,6 +227,37 @@ sesame_plugin_result_error(struct sesame_plugin_result *res, const char *fmt, ..
     vsnprintf(res->error, sizeof(res->error), fmt, ap);
     va_end(ap);
     res->status = SESAME_PLUGIN_RESULT_ERROR;
+}
+
+/* Copies s into memory from host->alloc (the host frees it), e.g. for an
+ * error text returned by init or erase. */
+static inline char *
+sesame_plugin_strdup(const struct sesame_plugin_host *host, const char *s)
+{
+    size_t n = strlen(s);
+    char *p = (char *)host->alloc(n + 1);
+    if (p != NULL)
+        memcpy(p, s, n + 1);
+    return p;
+}
+
+/* True when s is 1..max bytes of ASCII letters, digits and characters of
+ * `extra` (a tenant, provider or account identifier, a Redis key part...). */
+static inline bool
+sesame_plugin_word_ok(const char *s, size_t max, const char *extra)
+{
+    if (s == NULL)
+        return false;
+    size_t n = strnlen(s, max + 1);
+    if (n == 0 || n > max)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              strchr(extra, c) != NULL))
+            return false;
+    }
+    return true;
 }
 
 #ifdef __cplusplus

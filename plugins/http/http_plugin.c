@@ -43,15 +43,6 @@ struct state {
     uint64_t timeout_ms;
 };
 
-static char *
-host_strdup(const struct sesame_plugin_host *host, const char *s)
-{
-    size_t n = strlen(s);
-    char *p = host->alloc(n + 1);
-    memcpy(p, s, n + 1);
-    return p;
-}
-
 static void
 destroy(void *arg)
 {
@@ -102,7 +93,7 @@ init(const struct sesame_plugin_option *opts, size_t nopts, const struct sesame_
     char *err = NULL;
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         free(st);
-        *errp = host_strdup(host, "cannot initialise libcurl");
+        *errp = sesame_plugin_strdup(host, "cannot initialise libcurl");
         return -1;
     }
     for (size_t i = 0; i < nopts && err == NULL; i++) {
@@ -143,7 +134,7 @@ init(const struct sesame_plugin_option *opts, size_t nopts, const struct sesame_
     if (err == NULL && st->secret == NULL)
         sesame_err_set(&err, "secret_file: missing");
     if (err != NULL) {
-        *errp = host_strdup(host, err);
+        *errp = sesame_plugin_strdup(host, err);
         free(err);
         destroy(st);
         return -1;

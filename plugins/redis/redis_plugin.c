@@ -24,15 +24,6 @@ struct state {
     size_t nidle;
 };
 
-static char *
-host_strdup(const struct sesame_plugin_host *host, const char *s)
-{
-    size_t n = strlen(s);
-    char *p = host->alloc(n + 1);
-    memcpy(p, s, n + 1);
-    return p;
-}
-
 static void
 destroy(void *arg)
 {
@@ -56,7 +47,7 @@ init(const struct sesame_plugin_option *opts, size_t nopts, const struct sesame_
     st->host = host;
     char *err = NULL;
     if (sesame_store_options_parse(&st->opts, opts, nopts, &err) != SESAME_OK) {
-        *errp = host_strdup(host, err);
+        *errp = sesame_plugin_strdup(host, err);
         free(err);
         destroy(st);
         return -1;
@@ -143,7 +134,7 @@ erase(void *arg, const char *tenant, const char *account_id, char **errp)
         give_back(st, c);
     }
     if (rc == SESAME_ERROR) {
-        *errp = host_strdup(st->host, err ? err : "erasure failed");
+        *errp = sesame_plugin_strdup(st->host, err ? err : "erasure failed");
         free(err);
         return -1;
     }

@@ -20,33 +20,16 @@
 
 /* ---- small helpers ------------------------------------------------------ */
 
-static bool
-word_ok(const char *s, size_t max, const char *extra)
-{
-    if (s == NULL)
-        return false;
-    size_t n = strnlen(s, max + 1);
-    if (n == 0 || n > max)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              strchr(extra, c) != NULL))
-            return false;
-    }
-    return true;
-}
-
 bool
 sesame_store_account_id_ok(const char *s)
 {
-    return word_ok(s, SESAME_PLUGIN_ACCOUNT_ID_MAX, "._~@:+-");
+    return sesame_plugin_word_ok(s, SESAME_PLUGIN_ACCOUNT_ID_MAX, "._~@:+-");
 }
 
 bool
 sesame_store_name_ok(const char *s)
 {
-    return word_ok(s, 64, "._-");
+    return sesame_plugin_word_ok(s, 64, "._-");
 }
 
 static bool
@@ -247,7 +230,7 @@ sesame_store_options_parse(struct sesame_store_options *o, const struct sesame_p
                 return SESAME_ERROR;
             }
         } else if (strcmp(k, "username") == 0) {
-            if (!word_ok(v, 128, "._@-"))
+            if (!sesame_plugin_word_ok(v, 128, "._@-"))
                 return sesame_err_set(err, "line %d: username: 1..128 of [A-Za-z0-9._@-]", line);
             o->server.username = sesame_strdup(v);
         } else if (strcmp(k, "password_file") == 0) {
@@ -665,7 +648,7 @@ sesame_store_import(redisContext *c, const struct sesame_store_options *o, const
             append_line(&bad, r->line, "more than %d attributes", IMPORT_MAX_ATTRS);
         for (size_t a = 0; a < r->nattrs && a < IMPORT_MAX_ATTRS; a++) {
             const char *k = r->attrs[a].key, *v = r->attrs[a].value;
-            if (!word_ok(k, SESAME_PLUGIN_ATTR_NAME_MAX, "_.-"))
+            if (!sesame_plugin_word_ok(k, SESAME_PLUGIN_ATTR_NAME_MAX, "_.-"))
                 append_line(&bad, r->line, "attribute #%zu: name must be 1..%d of "
                             "[A-Za-z0-9_.-]", a + 1, SESAME_PLUGIN_ATTR_NAME_MAX);
             else if (strlen(v) > SESAME_PLUGIN_ATTR_VALUE_MAX ||
