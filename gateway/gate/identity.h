@@ -3,7 +3,7 @@
  * route lets the citizen in. Pure functions over a session record.
  *
  * Headers (per route, prefix route->header_prefix, "X-Sesame-" by default):
- *   <prefix>Account     the account id
+ *   <prefix>Account     the account id, encoded like the claims
  *   <prefix>Acr         the eIDAS level of the sign-in
  *   <prefix>Provider    the provider's configuration name
  *   <prefix>Given-Name  one header per claim listed by the route (claim name
