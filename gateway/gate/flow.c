@@ -196,6 +196,11 @@ login_stored(int status, void *arg)
         sesame_gate_error(req, 503, NULL);
         return;
     }
+    /* Set (or refreshed) only once the pending login is stored, so that it
+     * outlives it; a login that could not be stored sets no cookie. */
+    char cname[128];
+    snprintf(cname, sizeof(cname), "%s_login", req->conf->session.cookie_name);
+    sesame_gate_set_cookie(req, cname, f->binding, (int64_t)(req->conf->session.login_timeout_ms / 1000));
     char *redirect_uri = callback_url(req, "callback");
     char *challenge = f->provider->pkce ? sesame_provider_pkce_challenge(f->verifier) : NULL;
     const char *acr = f->acr[0] ? f->acr : f->provider->acr_values;
@@ -286,8 +291,6 @@ sesame_flow_login(struct sesame_req *req)
             return;
         }
     }
-    /* refreshed at every login so that it outlives the pending login */
-    sesame_gate_set_cookie(req, cname, f->binding, (int64_t)(req->conf->session.login_timeout_ms / 1000));
     char *err = NULL;
     f->rt = sesame_provider_registry_get(f->provider, &err);
     struct sesame_httpc *h = sesame_gate_httpc(req);

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include <event2/buffer.h>
+#include <jansson.h>
 
 #include "core/log.h"
 #include "core/url.h"
@@ -272,13 +273,15 @@ void
 sesame_gate_error(struct sesame_req *req, int status, const char *reason)
 {
     if (sesame_gate_is_api(req) || req->conf->runtime == NULL) {
-        struct evbuffer *body = evbuffer_new();
-        char esc[1200];
-        size_t n = 0;
         const char *msg = reason ? reason : sesame_page_status_title(status);
-        sesame_log_json_string(esc, sizeof(esc), &n, msg, strlen(msg));
-        evbuffer_add_printf(body, "{\"status\":%d,\"error\":%.*s,\"request_id\":\"%s\"}", status,
-                            (int)n, esc, req->request_id);
+        json_t *o = json_pack("{s:i, s:s, s:s}", "status", status, "error", msg, "request_id",
+                              req->request_id);
+        char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+        json_decref(o);
+        struct evbuffer *body = evbuffer_new();
+        if (text)
+            evbuffer_add(body, text, strlen(text));
+        free(text);
         sesame_server_respond(req, status, "application/json", "Cache-Control: no-store\r\n", body);
         evbuffer_free(body);
         return;

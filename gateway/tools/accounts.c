@@ -1,10 +1,15 @@
 /*
  * accounts.c - `sesame-accounts`, the administration tool of the `redis`
  * account plugin: import pre-registered citizens, show, find, link, unlink
- * and delete (erase) accounts. It links the plugin's store code directly.
+ * and delete (erase) accounts, revoke the sessions of an account. It links
+ * the plugin's store code directly.
  *
  * Usage: see usage() below. Exit status: 0 done, 1 failure, 2 usage error,
  * 3 no such account / no linked account.
+ *
+ * `revoke` needs only the sessions' server: with -c, a configuration with a
+ * [redis] section and no [accounts] section using the redis plugin is enough
+ * (the tenant is then the configuration's only tenant, or --tenant).
  *
  * CSV import format (UTF-8, one citizen per line, RFC 4180 quoting: a field
  * may be enclosed in double quotes, "" inside quotes is one quote; a quoted
@@ -52,6 +57,8 @@ usage(FILE *out)
           "  link ACCOUNT_ID PROVIDER SUB    link an identity to an account by hand\n"
           "  unlink ACCOUNT_ID               remove every link of an account, revoke its sessions\n"
           "  delete ACCOUNT_ID               erase an account, its indexes and its sessions\n"
+          "  revoke ACCOUNT_ID               revoke every session of an account (the account\n"
+          "                                  stays; needs only the [redis] section)\n"
           "\n"
           "Options:\n"
           "  -c, --config FILE         sesame configuration (default " SESAME_CONF_DEFAULT_PATH
@@ -87,6 +94,7 @@ struct cli {
     const char *session_prefix;
     const char *password_file;
     const char *database;
+    bool sessions_only; /* the command uses only the sessions' server */
 };
 
 /* ---- configuration ------------------------------------------------------ */
@@ -153,6 +161,66 @@ sentinel_master(const struct sesame_conf_redis *r, struct sesame_store_server *s
     return sesame_err_set(err, "no Sentinel knows the master %s", r->master_name);
 }
 
+/* The options and the default tenant from the [accounts] section `acc`
+ * (nredis: how many sections use the redis plugin). */
+static int
+section_target(const struct cli *cli, const struct sesame_conf *conf,
+               const struct sesame_conf_accounts *acc, size_t nredis, struct target *t, char **err)
+{
+    if (cli->accounts == NULL && nredis > 1)
+        return sesame_err_set(err, "%s: several [accounts] sections use the redis plugin: choose "
+                              "one with -a", cli->config);
+    if (acc->plugin == NULL || !is_redis_plugin(acc->plugin))
+        return sesame_err_set(err, "%s:%d: accounts %s: not the redis plugin", cli->config,
+                              acc->line, acc->name);
+    struct sesame_plugin_option *opts = sesame_calloc(acc->noptions + 1, sizeof(*opts));
+    for (size_t i = 0; i < acc->noptions; i++) {
+        opts[i].key = acc->options[i].key;
+        opts[i].value = acc->options[i].value;
+        opts[i].line = acc->options[i].line;
+    }
+    char *e = NULL;
+    int prc = sesame_store_options_parse(&t->opts, opts, acc->noptions, &e);
+    free(opts);
+    if (prc != SESAME_OK) {
+        sesame_err_set(err, "%s: accounts %s: %s", cli->config, acc->name, e);
+        free(e);
+        return SESAME_ERROR;
+    }
+    if (cli->tenant == NULL) {
+        const char *only = NULL;
+        size_t n = 0;
+        for (size_t i = 0; i < conf->ntenants; i++) {
+            if (conf->tenants[i]->accounts == acc) {
+                only = conf->tenants[i]->name;
+                n++;
+            }
+        }
+        if (n != 1)
+            return sesame_err_set(err, "%s: %zu tenants use [accounts %s]: choose one with "
+                                  "--tenant", cli->config, n, acc->name);
+        t->tenant = sesame_strdup(only);
+    }
+    return SESAME_OK;
+}
+
+/* Without an [accounts] section (sessions-only commands): default options,
+ * and the configuration's only tenant as the default tenant. */
+static int
+sessions_target(const struct cli *cli, const struct sesame_conf *conf, struct target *t,
+                char **err)
+{
+    if (sesame_store_options_parse(&t->opts, NULL, 0, err) != SESAME_OK)
+        return SESAME_ERROR;
+    if (cli->tenant == NULL) {
+        if (conf->ntenants != 1)
+            return sesame_err_set(err, "%s: %zu tenants: choose one with --tenant", cli->config,
+                                  conf->ntenants);
+        t->tenant = sesame_strdup(conf->tenants[0]->name);
+    }
+    return SESAME_OK;
+}
+
 static int
 load_config(const struct cli *cli, struct target *t, char **err)
 {
@@ -175,52 +243,18 @@ load_config(const struct cli *cli, struct target *t, char **err)
             nredis++;
         }
     }
-    if (acc == NULL) {
+    /* A sessions-only command needs no [accounts] section, only [redis]. */
+    bool no_section = acc == NULL && cli->sessions_only && cli->accounts == NULL &&
+                      conf->has_redis;
+    if (acc == NULL && !no_section) {
         sesame_err_set(err, "%s: %s", cli->config,
                        cli->accounts ? "no such [accounts] section"
                                      : "no [accounts] section uses the redis plugin");
         goto done;
     }
-    if (cli->accounts == NULL && nredis > 1) {
-        sesame_err_set(err, "%s: several [accounts] sections use the redis plugin: choose one "
-                       "with -a", cli->config);
+    if ((no_section ? sessions_target(cli, conf, t, err)
+                    : section_target(cli, conf, acc, nredis, t, err)) != SESAME_OK)
         goto done;
-    }
-    if (acc->plugin == NULL || !is_redis_plugin(acc->plugin)) {
-        sesame_err_set(err, "%s:%d: accounts %s: not the redis plugin", cli->config, acc->line,
-                       acc->name);
-        goto done;
-    }
-    struct sesame_plugin_option *opts = sesame_calloc(acc->noptions + 1, sizeof(*opts));
-    for (size_t i = 0; i < acc->noptions; i++) {
-        opts[i].key = acc->options[i].key;
-        opts[i].value = acc->options[i].value;
-        opts[i].line = acc->options[i].line;
-    }
-    char *e = NULL;
-    int prc = sesame_store_options_parse(&t->opts, opts, acc->noptions, &e);
-    free(opts);
-    if (prc != SESAME_OK) {
-        sesame_err_set(err, "%s: accounts %s: %s", cli->config, acc->name, e);
-        free(e);
-        goto done;
-    }
-    if (cli->tenant == NULL) {
-        const char *only = NULL;
-        size_t n = 0;
-        for (size_t i = 0; i < conf->ntenants; i++) {
-            if (conf->tenants[i]->accounts == acc) {
-                only = conf->tenants[i]->name;
-                n++;
-            }
-        }
-        if (n != 1) {
-            sesame_err_set(err, "%s: %zu tenants use [accounts %s]: choose one with --tenant",
-                           cli->config, n, acc->name);
-            goto done;
-        }
-        t->tenant = sesame_strdup(only);
-    }
     if (conf->has_redis) {
         const struct sesame_conf_redis *r = &conf->redis;
         free(t->opts.session_prefix);
@@ -654,6 +688,16 @@ cmd_unlink(redisContext *c, redisContext *sc, const struct target *t, const char
 }
 
 static int
+cmd_revoke(redisContext *sc, const struct target *t, const char *id)
+{
+    size_t nsessions = 0;
+    if (revoke(sc, t, id, &nsessions) != 0)
+        return 1;
+    printf("account %s: %zu sessions revoked\n", id, nsessions);
+    return 0;
+}
+
+static int
 cmd_delete(redisContext *c, redisContext *sc, const struct target *t, const char *id)
 {
     char *err = NULL;
@@ -720,7 +764,7 @@ main(int argc, char **argv)
         const char *name;
         int nargs;
     } cmds[] = {{"import", 1}, {"show", 1}, {"find-sub", 2}, {"link", 3}, {"unlink", 1},
-                {"delete", 1}};
+                {"delete", 1}, {"revoke", 1}};
     bool known = false;
     for (size_t i = 0; i < SESAME_ARRAY_LEN(cmds); i++) {
         if (strcmp(cmd, cmds[i].name) == 0) {
@@ -739,6 +783,7 @@ main(int argc, char **argv)
     }
     if (cli.config == NULL && cli.address == NULL)
         cli.config = SESAME_CONF_DEFAULT_PATH;
+    cli.sessions_only = strcmp(cmd, "revoke") == 0;
 
     struct target t;
     char *err = NULL;
@@ -748,11 +793,15 @@ main(int argc, char **argv)
         target_free(&t);
         return 1;
     }
-    redisContext *c = sesame_store_connect(&t.opts.server, &err);
+    /* c: the accounts' server (not connected for a sessions-only command
+     * whose sessions live elsewhere); sc: the sessions' server. */
+    redisContext *c = NULL;
+    if (!cli.sessions_only || !t.separate_sessions)
+        c = sesame_store_connect(&t.opts.server, &err);
     redisContext *sc = c;
-    if (c != NULL && t.separate_sessions)
+    if (t.separate_sessions && (c != NULL || cli.sessions_only))
         sc = sesame_store_connect(&t.sessions, &err);
-    if (c == NULL || sc == NULL) {
+    if ((c == NULL && !cli.sessions_only) || sc == NULL) {
         fprintf(stderr, "sesame-accounts: %s\n", err);
         free(err);
         if (c)
@@ -771,11 +820,14 @@ main(int argc, char **argv)
         status = cmd_link(c, &t, args[0], args[1], args[2]);
     else if (strcmp(cmd, "unlink") == 0)
         status = cmd_unlink(c, sc, &t, args[0]);
+    else if (strcmp(cmd, "revoke") == 0)
+        status = cmd_revoke(sc, &t, args[0]);
     else
         status = cmd_delete(c, sc, &t, args[0]);
     if (sc != c)
         redisFree(sc);
-    redisFree(c);
+    if (c)
+        redisFree(c);
     target_free(&t);
     return status;
 }
