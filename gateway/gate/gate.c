@@ -31,11 +31,14 @@ struct bundle {
     struct sesame_redis *redis;
     struct sesame_session_store *store;
     struct event *retire_timer;
+    struct sesame_gate_worker *owner;
+    struct bundle *next_retired;
 };
 
 struct sesame_gate_worker {
     struct sesame_worker *w;
     struct bundle *cur;
+    struct bundle *retired;       /* replaced bundles waiting for their timer */
     struct sesame_httpc *httpc;
 };
 
@@ -44,6 +47,13 @@ bundle_free(struct bundle *b)
 {
     if (b == NULL)
         return;
+    if (b->owner) { /* unlink from the retired list */
+        struct bundle **pp = &b->owner->retired;
+        while (*pp && *pp != b)
+            pp = &(*pp)->next_retired;
+        if (*pp)
+            *pp = b->next_retired;
+    }
     sesame_session_store_free(b->store);
     sesame_redis_free(b->redis);
     if (b->retire_timer)
@@ -109,6 +119,9 @@ sesame_gate_worker_reload(struct sesame_worker *w)
     g->cur = b;
     /* Operations in flight on the old store finish within the Redis command
      * timeout; it is freed well after that. */
+    old->owner = g;
+    old->next_retired = g->retired;
+    g->retired = old;
     old->retire_timer = evtimer_new(w->base, retire_cb, old);
     struct timeval tv = {RETIRE_SECONDS, 0};
     evtimer_add(old->retire_timer, &tv);
@@ -120,12 +133,12 @@ sesame_gate_worker_free(struct sesame_worker *w)
     struct sesame_gate_worker *g = w->ext;
     if (g == NULL)
         return;
+    while (g->retired)
+        bundle_free(g->retired);
     bundle_free(g->cur);
     sesame_httpc_free(g->httpc);
     free(g);
     w->ext = NULL;
-    /* retired bundles still pending are freed with the base's events: their
-     * timers are cancelled by event_base_free, so free them explicitly */
 }
 
 struct sesame_session_store *
