@@ -250,35 +250,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 }
 
 #ifdef SESAME_FUZZ_STANDALONE
-#include <dirent.h>
-#include <sys/stat.h>
-
-#define FUZZ_MAX_INPUT (1 << 20)
-
+/* A seed named ok-* must keep verifying: the seeds must reach the deep paths. */
 static int
-run_file(const char *path)
+check_ok_seed(const char *path)
 {
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        fprintf(stderr, "%s: cannot open\n", path);
-        return -1;
-    }
-    uint8_t *data = malloc(FUZZ_MAX_INPUT);
-    if (data == NULL) {
-        fclose(f);
-        return -1;
-    }
-    size_t n = fread(data, 1, FUZZ_MAX_INPUT, f);
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        fprintf(stderr, "%s: read error\n", path);
-        free(data);
-        return -1;
-    }
-    last_verify = SESAME_ERROR;
-    LLVMFuzzerTestOneInput(data, n);
-    free(data);
     const char *base = strrchr(path, '/');
     base = base ? base + 1 : path;
     if (strncmp(base, "ok-", 3) == 0 && last_verify != SESAME_OK) {
@@ -287,73 +262,8 @@ run_file(const char *path)
     }
     return 0;
 }
-
-static int
-run_path(const char *path, size_t *count)
-{
-    struct stat st;
-    if (stat(path, &st) != 0) {
-        fprintf(stderr, "%s: not found\n", path);
-        return -1;
-    }
-    if (!S_ISDIR(st.st_mode)) {
-        (*count)++;
-        return run_file(path);
-    }
-    DIR *d = opendir(path);
-    if (d == NULL) {
-        fprintf(stderr, "%s: cannot open directory\n", path);
-        return -1;
-    }
-    int rc = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.')
-            continue;
-        size_t n = strlen(path) + strlen(e->d_name) + 2;
-        char *p = malloc(n);
-        if (p == NULL)
-            abort();
-        snprintf(p, n, "%s/%s", path, e->d_name);
-        if (stat(p, &st) == 0 && S_ISREG(st.st_mode)) {
-            (*count)++;
-            if (run_file(p) != 0)
-                rc = -1;
-        }
-        free(p);
-    }
-    closedir(d);
-    return rc;
-}
-
-int
-main(int argc, char **argv)
-{
-    size_t count = 0;
-    int rc = 0;
-    if (argc > 1) {
-        for (int i = 1; i < argc; i++)
-            if (run_path(argv[i], &count) != 0)
-                rc = 1;
-    } else {
-        const char *src = getenv("SESAME_SRCDIR");
-        size_t n = strlen(src != NULL ? src : ".") + 64;
-        char *p = malloc(n);
-        if (p == NULL)
-            abort();
-        snprintf(p, n, "%s/tests/fuzz/corpus/jose", src != NULL ? src : ".");
-        if (run_path(p, &count) != 0)
-            rc = 1;
-        free(p);
-    }
-    if (count == 0) {
-        fprintf(stderr, "no input\n");
-        rc = 1;
-    }
-    sesame_jose_keyset_free(provider);
-    sesame_jose_keyset_free(gateway);
-    provider = gateway = NULL;
-    printf("%zu inputs run\n", count);
-    return rc;
-}
+#define SESAME_FUZZ_CORPUS "jose"
+#define SESAME_FUZZ_BEFORE() (last_verify = SESAME_ERROR)
+#define SESAME_FUZZ_AFTER(path) check_ok_seed(path)
+#include "standalone.h"
 #endif
