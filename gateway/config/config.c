@@ -45,12 +45,11 @@ struct loader {
         bool required;
     } *refs;
     size_t nrefs;
-    int *route_lines;             /* line of each route section header */
-    int *tenant_lines;
-    struct seen {                 /* lines where each key of each section was set */
+    struct seen {                 /* where each section and each of its keys was written */
         const void *obj;
         enum section_kind kind;
-        int *key_lines;
+        int line;                 /* the section header */
+        int *key_lines;           /* per item, 0: default */
     } *seen;
     size_t nseen;
 };
@@ -1159,8 +1158,6 @@ new_section_object(struct loader *L, enum section_kind kind, const char *name, i
         struct sesame_conf_tenant *t = sesame_calloc(1, sizeof(*t));
         t->name = sesame_strdup(name);
         c->tenants = sesame_realloc(c->tenants, (c->ntenants + 1) * sizeof(t));
-        L->tenant_lines = sesame_realloc(L->tenant_lines, (c->ntenants + 1) * sizeof(int));
-        L->tenant_lines[c->ntenants] = line;
         c->tenants[c->ntenants++] = t;
         return t;
     }
@@ -1168,8 +1165,6 @@ new_section_object(struct loader *L, enum section_kind kind, const char *name, i
         struct sesame_conf_route *r = sesame_calloc(1, sizeof(*r));
         r->name = sesame_strdup(name);
         c->routes = sesame_realloc(c->routes, (c->nroutes + 1) * sizeof(r));
-        L->route_lines = sesame_realloc(L->route_lines, (c->nroutes + 1) * sizeof(int));
-        L->route_lines[c->nroutes] = line;
         c->routes[c->nroutes++] = r;
         return r;
     }
@@ -1236,6 +1231,7 @@ open_section(struct loader *L, struct section *sec, enum section_kind kind, cons
     L->seen = sesame_realloc(L->seen, (L->nseen + 1) * sizeof(*L->seen));
     L->seen[L->nseen].obj = sec->obj;
     L->seen[L->nseen].kind = kind;
+    L->seen[L->nseen].line = line;
     L->seen[L->nseen].key_lines = sec->key_lines; /* owned by L->seen */
     L->nseen++;
     for (size_t i = 0; i < d->nitems; i++) {
@@ -1243,6 +1239,16 @@ open_section(struct loader *L, struct section *sec, enum section_kind kind, cons
         if (it->def != NULL)
             apply_item(L, sec, it, it->def, line);
     }
+}
+
+/* Line of the section header of `obj`. */
+static int
+section_line(const struct loader *L, const void *obj)
+{
+    for (size_t i = 0; i < L->nseen; i++)
+        if (L->seen[i].obj == obj)
+            return L->seen[i].line;
+    return 0;
 }
 
 /* Line where `key` was set in the section of `obj`, or `fallback`. */
@@ -1529,7 +1535,7 @@ validate(struct loader *L, int last_line)
     bool needs_session = false;
     for (size_t i = 0; i < c->ntenants; i++) {
         struct sesame_conf_tenant *t = c->tenants[i];
-        int line = L->tenant_lines[i];
+        int line = section_line(L, t);
         if (t->public_url == NULL)
             conf_error(L, line, "public_url", "[tenant %s] needs public_url", t->name);
         if (t->display_name == NULL)
@@ -1561,7 +1567,7 @@ validate(struct loader *L, int last_line)
 
     for (size_t i = 0; i < c->nroutes; i++) {
         struct sesame_conf_route *r = c->routes[i];
-        int line = L->route_lines[i];
+        int line = section_line(L, r);
         if (r->upstream.text == NULL)
             conf_error(L, line, "upstream", "[route %s] needs an upstream", r->name);
         if (r->tenant == NULL) {
@@ -1812,8 +1818,6 @@ sesame_conf_load(const char *path, char **errors)
         free(L.refs[i].name);
     }
     free(L.refs);
-    free(L.route_lines);
-    free(L.tenant_lines);
     if (L.nerrors > 0) {
         conf_free(L.conf);
         if (errors)
