@@ -26,6 +26,7 @@
 #include "core/worker.h"
 #include "gate/flow.h"
 #include "gate/runtime.h"
+#include "oidc/provider.h"
 
 static const char *conf_path = SESAME_CONF_DEFAULT_PATH;
 static struct sesame_conf *running;
@@ -212,6 +213,7 @@ main(int argc, char **argv)
 
     sesame_workers_stop();
     sesame_flow_stop();
+    sesame_provider_registry_clear();
     event_free(ev_term);
     event_free(ev_int);
     event_free(ev_hup);

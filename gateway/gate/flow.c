@@ -624,6 +624,29 @@ logout_state_stored(int status, void *arg)
 }
 
 static void
+logout_ready(void *arg, enum sesame_provider_status st, const char *err)
+{
+    struct sesame_req *req = arg;
+    struct flow *f = req->ext;
+    f->pop = NULL;
+    if (gone(req))
+        return;
+    if (st != SESAME_PROVIDER_OK || sesame_util_random_token(f->state, sizeof(f->state), 32) != SESAME_OK) {
+        sesame_log_warn("request %s: signed out locally only: provider %s: %s", req->request_id,
+                        f->session->provider, err ? err : "no state");
+        signed_out(req);
+        return;
+    }
+    json_t *blob = json_pack("{s:s, s:s}", "t", req->tenant->name, "k", "logout");
+    int rc = sesame_session_login_put(sesame_gate_store(req), f->state, blob,
+                                      req->conf->session.login_timeout_ms, logout_state_stored, req,
+                                      &f->sop);
+    json_decref(blob);
+    if (rc != SESAME_AGAIN)
+        signed_out(req);
+}
+
+static void
 logout_destroyed(int status, void *arg)
 {
     struct sesame_req *req = arg;
@@ -641,22 +664,19 @@ logout_destroyed(int status, void *arg)
                     f->session->account);
     const struct sesame_conf_provider *p =
         f->session->provider ? sesame_conf_find_provider(req->conf, f->session->provider) : NULL;
-    if (p == NULL || f->session->id_token == NULL) {
+    struct sesame_httpc *h = sesame_gate_httpc(req);
+    if (p == NULL || f->session->id_token == NULL || h == NULL) {
         signed_out(req);
         return;
     }
     f->rt = sesame_provider_registry_get(p, NULL);
-    if (f->rt == NULL || sesame_util_random_token(f->state, sizeof(f->state), 32) != SESAME_OK) {
+    if (f->rt == NULL) {
         signed_out(req);
         return;
     }
-    json_t *blob = json_pack("{s:s, s:s}", "t", req->tenant->name, "k", "logout");
-    int rc = sesame_session_login_put(sesame_gate_store(req), f->state, blob,
-                                      req->conf->session.login_timeout_ms, logout_state_stored, req,
-                                      &f->sop);
-    json_decref(blob);
-    if (rc != SESAME_AGAIN)
-        signed_out(req);
+    /* the end-session endpoint comes from the metadata: after a restart it
+     * may not have been fetched yet */
+    f->pop = sesame_provider_ensure(f->rt, h, logout_ready, req);
 }
 
 static void

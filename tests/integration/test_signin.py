@@ -337,6 +337,16 @@ def test_second_instance_accepts_same_cookie(stack):
         r = b2.get("http://ville-a.localhost:%d/demarches" % port2)
         assert r.status == 200
         assert echoed(r.body)["h"]["x-sesame-family-name"] == ["BENALI"]
+        # logout on an instance that never talked to the provider still reaches
+        # the provider's end-session endpoint (metadata fetched on demand)
+        base2 = "http://ville-a.localhost:%d" % port2
+        page = b2.get(base2 + "/sesame/logout")
+        token = re.search(r'name="csrf" value="([^"]+)"', page.body.decode()).group(1)
+        r = b2.request("POST", base2 + "/sesame/logout", body="csrf=" + token,
+                       headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert r.status == 302
+        assert r.getheader("Location").startswith(stack.mock.issuer + "/session/end?")
+        assert b.get("http://ville-a.localhost:%d/demarches" % stack.port).status == 302
     finally:
         gw2.stop()
 
