@@ -164,14 +164,19 @@ still_alive(struct upconn *u)
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
+/* Takes an idle connection to addr, or opens one. An idle connection the
+ * upstream closed is normally seen by its read callback and dropped; when
+ * `probe` is set (a request with a body, which cannot be retried on another
+ * connection) the socket is also probed for a close not yet processed. */
 static struct upconn *
-pool_get(struct sesame_upstream_pool *pool, const struct sesame_upstream_addr *addr, bool *reused)
+pool_get(struct sesame_upstream_pool *pool, const struct sesame_upstream_addr *addr, bool probe,
+         bool *reused)
 {
     struct bucket *b = bucket_for(pool, &addr->addr, addr->addrlen);
     while (b->idle) {
         struct upconn *u = b->idle;
         idle_unlink(u);
-        if (evbuffer_get_length(bufferevent_get_input(u->bev)) == 0 && still_alive(u)) {
+        if (evbuffer_get_length(bufferevent_get_input(u->bev)) == 0 && (!probe || still_alive(u))) {
             *reused = true;
             return u;
         }
@@ -938,6 +943,12 @@ client_eventcb(struct bufferevent *bev, short what, void *arg)
             fail(p, 408, "client body timeout");
         return;
     }
+    if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && p->req_body_done) {
+        /* half-close after the whole request: answer, then close */
+        p->req->close_after = true;
+        bufferevent_disable(bev, EV_READ);
+        return;
+    }
     /* Same as the server would do on error: */
     p->req->aborted = true;
     p->req->close_after = true;
@@ -949,7 +960,8 @@ send_request(struct sesame_proxy *p)
 {
     struct sesame_req *req = p->req;
     const struct sesame_conf *conf = req->conf;
-    p->up = pool_get(p->worker->upstreams, &req->route->upstream, &p->reused);
+    p->up = pool_get(p->worker->upstreams, &req->route->upstream, p->req_body != BODY_NONE,
+                     &p->reused);
     if (p->up == NULL) {
         fail(p, 502, "cannot open a connection");
         return;

@@ -24,6 +24,10 @@
 
 enum timer_phase { PHASE_NONE, PHASE_IDLE, PHASE_HEAD };
 
+/* Input buffered beyond a request head: pipelined requests and body bytes
+ * wait there; past it the connection stops reading until it drains. */
+#define READ_HIGH_WATER (64 * 1024)
+
 struct sesame_conn {
     struct sesame_server *server;
     struct bufferevent *bev;
@@ -195,6 +199,7 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int
     bufferevent_setcb(bev, conn_readcb, NULL, conn_eventcb, c);
     struct timeval wtv = {(time_t)(conf->server.idle_timeout_ms / 1000), 0};
     bufferevent_set_timeouts(bev, NULL, &wtv);
+    bufferevent_setwatermark(bev, EV_READ, 0, conf->server.max_header_size + READ_HIGH_WATER);
     bufferevent_enable(bev, EV_READ | EV_WRITE);
     set_phase(c, PHASE_HEAD, conf->server.header_timeout_ms);
 }
@@ -255,6 +260,14 @@ static void
 conn_eventcb(struct bufferevent *bev, short what, void *arg)
 {
     struct sesame_conn *c = arg;
+    if ((what & BEV_EVENT_EOF) && !(what & (BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) && c->req != NULL &&
+        !c->closing && c->req->body_cb == NULL) {
+        /* The client finished sending (half-close) while its request is being
+         * answered: answer, then close. */
+        c->req->close_after = true;
+        bufferevent_disable(bev, EV_READ);
+        return;
+    }
     if (what & (BEV_EVENT_ERROR | BEV_EVENT_EOF | BEV_EVENT_TIMEOUT)) {
         if ((what & BEV_EVENT_ERROR) && c->tls) {
             unsigned long e;
@@ -418,8 +431,9 @@ conn_process(struct sesame_conn *c)
     bool draining = c->server->draining;
     if (!req->msg.h.keep_alive || draining)
         req->close_after = true;
-    /* No more client input is read until the dispatch layer wants the body. */
-    bufferevent_disable(c->bev, EV_READ);
+    /* Reading stays enabled (no system call per request to toggle it): what
+     * the client sends next waits in the input buffer, bounded by the read
+     * high-watermark, until this request is done. */
     sesame_dispatch_request(req);
 }
 
