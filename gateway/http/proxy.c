@@ -229,6 +229,7 @@ struct sesame_proxy {
     bool client_chunked;          /* re-encode the response as chunked for the client */
     bool upstream_reusable;
     bool got_bytes;               /* any response byte received */
+    struct evbuffer *staging;     /* response bytes produced by one callback, sent together */
 };
 
 static void up_readcb(struct bufferevent *bev, void *arg);
@@ -251,7 +252,17 @@ proxy_release(struct sesame_proxy *p, bool keep_upstream)
     }
     free(p->resp);
     free(p->resp_head);
+    if (p->staging)
+        evbuffer_free(p->staging);
     free(p);
+}
+
+/* Sends what the current callback produced for the client. */
+static void
+flush_client(struct sesame_proxy *p)
+{
+    if (evbuffer_get_length(p->staging) > 0)
+        sesame_server_send(p->req, p->staging);
 }
 
 void
@@ -487,7 +498,8 @@ build_request_head(struct sesame_proxy *p, struct evbuffer *out)
     else if (p->req_body == BODY_CHUNKED)
         evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
     if (req->upstream_headers)
-        evbuffer_add_buffer_reference(out, req->upstream_headers);
+        evbuffer_add(out, evbuffer_pullup(req->upstream_headers, -1),
+                     evbuffer_get_length(req->upstream_headers)); /* kept for a retry */
     evbuffer_add(out, "\r\n", 2);
 }
 
@@ -670,9 +682,9 @@ write_response_head(struct sesame_proxy *p, struct evbuffer *out)
 static void
 response_complete(struct sesame_proxy *p)
 {
-    struct bufferevent *cb = sesame_server_client_bev(p->req);
-    if (p->client_chunked && cb)
-        evbuffer_add(bufferevent_get_output(cb), "0\r\n\r\n", 5);
+    if (p->client_chunked)
+        evbuffer_add(p->staging, "0\r\n\r\n", 5);
+    flush_client(p);
     p->state = UP_DONE;
     bool reusable = p->upstream_reusable && p->req_body_done &&
                     evbuffer_get_length(bufferevent_get_input(p->up->bev)) == 0;
@@ -691,7 +703,7 @@ pump_response_body(struct sesame_proxy *p)
         finish(p, false);
         return false;
     }
-    struct evbuffer *out = bufferevent_get_output(cb);
+    struct evbuffer *out = p->staging;
     if (p->resp_body == BODY_LENGTH) {
         size_t n = evbuffer_get_length(in);
         if (n > p->resp_remaining)
@@ -747,7 +759,8 @@ pump_response_body(struct sesame_proxy *p)
                 evbuffer_add(out, "\r\n", 2);
         }
     }
-    if (evbuffer_get_length(out) > HIGH_WATER)
+    flush_client(p);
+    if (evbuffer_get_length(bufferevent_get_output(cb)) > HIGH_WATER)
         bufferevent_disable(p->up->bev, EV_READ); /* resumed by client_writecb */
     return true;
 }
@@ -818,7 +831,7 @@ handle_response_head(struct sesame_proxy *p)
         p->upstream_reusable = false;
         bufferevent_disable(cb, EV_READ);
     }
-    write_response_head(p, bufferevent_get_output(cb));
+    write_response_head(p, p->staging);
     p->state = UP_BODY;
     struct timeval tv = {(time_t)(req->conf->server.upstream_read_timeout_ms / 1000), 0};
     bufferevent_set_timeouts(p->up->bev, &tv, NULL);
@@ -972,8 +985,19 @@ send_request(struct sesame_proxy *p)
     uint64_t ms = p->reused ? conf->server.upstream_read_timeout_ms : conf->server.upstream_connect_timeout_ms;
     struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
     bufferevent_set_timeouts(p->up->bev, &tv, &tv);
-    build_request_head(p, bufferevent_get_output(p->up->bev));
-    bufferevent_enable(p->up->bev, EV_READ | EV_WRITE);
+    struct evbuffer *head = evbuffer_new();
+    build_request_head(p, head);
+    if (p->reused) {
+        /* connected: written at once; its write event stays off unless
+         * something is left to write (EV_WRITE is already enabled on a pooled
+         * connection, so queued bytes are written when the socket allows) */
+        sesame_server_send_plain(p->up->bev, head);
+        bufferevent_enable(p->up->bev, EV_READ);
+    } else {
+        bufferevent_write_buffer(p->up->bev, head);
+        bufferevent_enable(p->up->bev, EV_READ | EV_WRITE);
+    }
+    evbuffer_free(head);
     if (p->req_body != BODY_NONE)
         pump_request_body(p);
 }
@@ -991,6 +1015,7 @@ sesame_proxy_start(struct sesame_req *req)
     struct sesame_proxy *p = sesame_calloc(1, sizeof(*p));
     p->req = req;
     p->worker = w;
+    p->staging = evbuffer_new();
     if (req->msg.h.chunked) {
         p->req_body = BODY_CHUNKED;
         sesame_http_chunked_init(&p->req_chunked);
@@ -998,6 +1023,7 @@ sesame_proxy_start(struct sesame_req *req)
         p->req_body = BODY_LENGTH;
         p->req_remaining = (uint64_t)req->msg.h.content_length;
         if (p->req_remaining > conf->server.max_body_size) {
+            evbuffer_free(p->staging);
             free(p);
             req->close_after = true;
             sesame_log_info("request %s: Content-Length above max_body_size", req->request_id);

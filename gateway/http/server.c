@@ -575,6 +575,33 @@ sesame_server_read_body(struct sesame_req *req, size_t max, sesame_server_body_c
 }
 
 void
+sesame_server_send_plain(struct bufferevent *bev, struct evbuffer *data)
+{
+    struct evbuffer *out = bufferevent_get_output(bev);
+    if (evbuffer_get_length(out) == 0) {
+        evutil_socket_t fd = bufferevent_getfd(bev);
+        if (fd >= 0)
+            evbuffer_write(data, fd); /* on EAGAIN or an error the rest is queued below */
+    }
+    if (evbuffer_get_length(data) > 0)
+        evbuffer_add_buffer(out, data);
+}
+
+void
+sesame_server_send(struct sesame_req *req, struct evbuffer *data)
+{
+    struct sesame_conn *c = req->conn;
+    if (c == NULL) {
+        evbuffer_drain(data, evbuffer_get_length(data));
+        return;
+    }
+    if (c->tls)
+        bufferevent_write_buffer(c->bev, data);
+    else
+        sesame_server_send_plain(c->bev, data);
+}
+
+void
 sesame_server_respond(struct sesame_req *req, int status, const char *content_type,
                       const char *headers, struct evbuffer *body)
 {
@@ -582,8 +609,7 @@ sesame_server_respond(struct sesame_req *req, int status, const char *content_ty
         sesame_server_request_done(req);
         return;
     }
-    struct bufferevent *bev = req->conn->bev;
-    struct evbuffer *out = bufferevent_get_output(bev);
+    struct evbuffer *out = evbuffer_new();
     size_t blen = body ? evbuffer_get_length(body) : 0;
     if (request_has_unread_body(req) && req->proxy == NULL)
         req->close_after = true; /* the unread body would be taken for the next request */
@@ -609,6 +635,8 @@ sesame_server_respond(struct sesame_req *req, int status, const char *content_ty
     } else if (body) {
         evbuffer_drain(body, blen);
     }
+    sesame_server_send(req, out);
+    evbuffer_free(out);
     req->status = status;
     req->head_sent = true;
     sesame_server_request_done(req);

@@ -117,6 +117,14 @@ void sesame_server_redirect(struct sesame_req *req, int status, const char *loca
 struct bufferevent *sesame_server_client_bev(struct sesame_req *req);
 struct sesame_worker *sesame_server_worker(struct sesame_req *req);
 
+/* Sends `data` (drained) to the client of req: written to the socket at once
+ * when nothing is queued before it (no loop turn waiting for writability, no
+ * epoll change), the rest queued on the connection's bufferevent. */
+void sesame_server_send(struct sesame_req *req, struct evbuffer *data);
+
+/* Same for any plain (not TLS) connected socket bufferevent. */
+void sesame_server_send_plain(struct bufferevent *bev, struct evbuffer *data);
+
 /* Marks the response head as sent with `status` (the proxy wrote it). */
 void sesame_server_head_sent(struct sesame_req *req, int status);
 
