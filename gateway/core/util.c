@@ -7,6 +7,8 @@
 #include <strings.h>
 #include <time.h>
 
+#include <pthread.h>
+
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
@@ -214,6 +216,33 @@ sesame_util_random_token(char *out, size_t outsize, size_t bytes)
     sesame_util_b64url_encode(out, buf, bytes);
     OPENSSL_cleanse(buf, sizeof(buf));
     return SESAME_OK;
+}
+
+static EVP_MD *sha256_md;
+static EVP_CIPHER *aes256gcm_cipher;
+static pthread_once_t fetch_once = PTHREAD_ONCE_INIT;
+
+static void
+fetch_algorithms(void)
+{
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+    aes256gcm_cipher = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
+}
+
+void
+sesame_util_sha256(const void *in, size_t n, unsigned char out[32])
+{
+    pthread_once(&fetch_once, fetch_algorithms);
+    unsigned int len = 0;
+    if (sha256_md == NULL || EVP_Digest(in, n, out, &len, sha256_md, NULL) != 1 || len != 32)
+        abort(); /* the default provider always has SHA-256: this cannot go on without it */
+}
+
+const EVP_CIPHER *
+sesame_util_aes256gcm(void)
+{
+    pthread_once(&fetch_once, fetch_algorithms);
+    return aes256gcm_cipher ? aes256gcm_cipher : EVP_aes_256_gcm();
 }
 
 void

@@ -5,6 +5,8 @@
 #ifndef SESAME_CORE_UTIL_H
 #define SESAME_CORE_UTIL_H
 
+#include <openssl/evp.h>
+
 #include "core/common.h"
 
 /* Parses a duration such as "500ms", "30s", "10m", "8h", "2d" (a bare number
@@ -40,6 +42,13 @@ size_t sesame_util_b64url_encode(char *out, const void *in, size_t n);
 /* Decodes unpadded (or padded) base64url; rejects any other character.
  * out must hold at least len * 3 / 4 + 1 bytes. Returns decoded length or -1. */
 long sesame_util_b64url_decode(void *out, const char *in, size_t len);
+
+/* SHA-256 of n bytes into out. The algorithm is fetched from OpenSSL once
+ * per process (SHA256() would look it up again at every call). */
+void sesame_util_sha256(const void *in, size_t n, unsigned char out[32]);
+
+/* AES-256-GCM, fetched once per process, for EVP_*Init_ex. */
+const EVP_CIPHER *sesame_util_aes256gcm(void);
 
 /* Lower-case hex of n bytes into out (2n + 1 bytes). */
 void sesame_util_hex(char *out, const void *in, size_t n);

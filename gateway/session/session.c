@@ -79,7 +79,7 @@ sesame_session_key(const char *prefix, const char *cookie_id, char *key, size_t 
     unsigned char raw[32], h[32];
     if (!id_decode(cookie_id, raw))
         return SESAME_DECLINED;
-    SHA256(raw, sizeof(raw), h);
+    sesame_util_sha256(raw, sizeof(raw), h);
     OPENSSL_cleanse(raw, sizeof(raw));
     char hex[HASH_HEX_LEN + 1];
     sesame_util_hex(hex, h, sizeof(h));
@@ -228,7 +228,7 @@ key_id(const unsigned char key[SESAME_SESSION_KEY_LEN])
     unsigned char buf[sizeof(label) - 1 + SESAME_SESSION_KEY_LEN], h[32];
     memcpy(buf, label, sizeof(label) - 1);
     memcpy(buf + sizeof(label) - 1, key, SESAME_SESSION_KEY_LEN);
-    SHA256(buf, sizeof(buf), h);
+    sesame_util_sha256(buf, sizeof(buf), h);
     OPENSSL_cleanse(buf, sizeof(buf));
     return h[0];
 }
@@ -250,7 +250,7 @@ sesame_session_seal(const struct sesame_conf_session *conf, const void *aad, siz
     int n;
     if (ctx == NULL || sesame_util_random(nonce, NONCE_LEN) != SESAME_OK)
         goto done;
-    if (EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, conf->secret, nonce) != 1)
+    if (EVP_EncryptInit_ex(ctx, sesame_util_aes256gcm(), NULL, conf->secret, nonce) != 1)
         goto done;
     if (aadlen > 0 && EVP_EncryptUpdate(ctx, NULL, &n, aad, (int)aadlen) != 1)
         goto done;
@@ -282,7 +282,7 @@ gcm_open(const unsigned char key[SESAME_SESSION_KEY_LEN], const unsigned char *n
     EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
     if (ctx == NULL)
         return false;
-    if (EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, nonce) != 1)
+    if (EVP_DecryptInit_ex(ctx, sesame_util_aes256gcm(), NULL, key, nonce) != 1)
         goto done;
     if (aadlen > 0 && EVP_DecryptUpdate(ctx, NULL, &n, aad, (int)aadlen) != 1)
         goto done;
@@ -933,7 +933,7 @@ sesame_session_load(struct sesame_session_store *st, const char *cookie_id, cons
     if (tenant == NULL || !id_decode(cookie_id, raw))
         return SESAME_DECLINED;
     unsigned char hash[32];
-    SHA256(raw, sizeof(raw), hash);
+    sesame_util_sha256(raw, sizeof(raw), hash);
     OPENSSL_cleanse(raw, sizeof(raw));
     if (cache_usable(st)) {
         struct centry *e = cache_get(&st->cache, hash, st->conf->session.cache_ttl_ms);
@@ -1025,7 +1025,7 @@ sesame_session_create(struct sesame_session_store *st, struct sesame_session *s,
         return SESAME_ERROR;
     char cookie[SESAME_SESSION_ID_LEN + 1];
     sesame_util_b64url_encode(cookie, raw, sizeof(raw));
-    SHA256(raw, sizeof(raw), hash);
+    sesame_util_sha256(raw, sizeof(raw), hash);
     OPENSSL_cleanse(raw, sizeof(raw));
 
     int64_t now = now_ms(st);
@@ -1068,7 +1068,7 @@ sesame_session_create(struct sesame_session_store *st, struct sesame_session *s,
     const char *del_argv[] = {"DEL", NULL};
     const char *pub_argv[] = {"PUBLISH", st->channel, prevhex};
     if (previous_id != NULL && id_decode(previous_id, prevraw)) {
-        SHA256(prevraw, sizeof(prevraw), prevhash);
+        sesame_util_sha256(prevraw, sizeof(prevraw), prevhash);
         OPENSSL_cleanse(prevraw, sizeof(prevraw));
         prevkey = key_from_hash(st->prefix, prevhash);
         del_argv[1] = prevkey;
@@ -1143,7 +1143,7 @@ sesame_session_destroy(struct sesame_session_store *st, const char *cookie_id,
     unsigned char raw[32], hash[32];
     if (!id_decode(cookie_id, raw))
         return SESAME_DECLINED;
-    SHA256(raw, sizeof(raw), hash);
+    sesame_util_sha256(raw, sizeof(raw), hash);
     OPENSSL_cleanse(raw, sizeof(raw));
     cache_remove(&st->cache, hash);
     struct sesame_session_op *op = op_new(st, K_DESTROY, arg);
@@ -1268,7 +1268,7 @@ login_key(const struct sesame_session_store *st, const char *state)
         if (!is_b64url((unsigned char)state[i]))
             return NULL;
     unsigned char h[32];
-    SHA256((const unsigned char *)state, n, h);
+    sesame_util_sha256((const unsigned char *)state, n, h);
     char hex[HASH_HEX_LEN + 1];
     sesame_util_hex(hex, h, sizeof(h));
     return sesame_asprintf("%sl:%s", st->prefix, hex);

@@ -108,6 +108,20 @@ test_random_token(void **state)
     assert_int_equal(sesame_util_random_token(small, sizeof(small), 32), SESAME_ERROR);
 }
 
+static void
+test_sha256(void **state)
+{
+    unsigned char h[32];
+    char hex[65];
+    sesame_util_sha256("abc", 3, h);
+    sesame_util_hex(hex, h, 32);
+    assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    sesame_util_sha256("", 0, h);
+    sesame_util_hex(hex, h, 32);
+    assert_string_equal(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    assert_non_null(sesame_util_aes256gcm());
+}
+
 int
 main(void)
 {
@@ -115,6 +129,7 @@ main(void)
         cmocka_unit_test(test_duration), cmocka_unit_test(test_size),
         cmocka_unit_test(test_bool),     cmocka_unit_test(test_ct_equal),
         cmocka_unit_test(test_b64url),   cmocka_unit_test(test_random_token),
+        cmocka_unit_test(test_sha256),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
