@@ -74,7 +74,8 @@ class Proc:
         return self.p.wait(timeout=timeout)
 
     def output(self):
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         with open(self.logpath, "rb") as f:
             return f.read().decode("utf-8", "replace")
 
@@ -87,6 +88,24 @@ class Proc:
                 self.p.kill()
                 self.p.wait()
         self.log.close()
+        # In the sanitizer build, a report from any process fails the test
+        # that ran it: the pass must be clean, not just green.
+        report = sanitizer_report(self.output())
+        if report:
+            raise AssertionError("%s: sanitizer report:\n%s" % (self.argv[0], report))
+
+
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                     "WARNING: ThreadSanitizer")
+
+
+def sanitizer_report(text):
+    """The first sanitizer report in a process's output, or ""."""
+    for marker in SANITIZER_MARKERS:
+        i = text.find(marker)
+        if i >= 0:
+            return text[max(0, i - 200):i + 3000]
+    return ""
 
 
 class Echo:
@@ -190,7 +209,11 @@ class Sesame:
 def check_config(path):
     """Runs `sesame -t -c path`; returns (exit code, stdout + stderr)."""
     out = subprocess.run([sesame_binary(), "-t", "-c", path], capture_output=True, timeout=30)
-    return out.returncode, (out.stdout + out.stderr).decode("utf-8", "replace")
+    text = (out.stdout + out.stderr).decode("utf-8", "replace")
+    report = sanitizer_report(text)
+    if report:
+        raise AssertionError("sesame -t: sanitizer report:\n" + report)
+    return out.returncode, text
 
 
 def raw_request(port, data, timeout=5.0, read_all=True):
