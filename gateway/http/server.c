@@ -601,6 +601,22 @@ sesame_server_send(struct sesame_req *req, struct evbuffer *data)
         sesame_server_send_plain(c->bev, data);
 }
 
+/* "Date: <IMF-fixdate>\r\n" for now, formatted once per second per thread. */
+static const char *
+date_header(void)
+{
+    static _Thread_local time_t last;
+    static _Thread_local char line[64];
+    time_t now = time(NULL);
+    if (now != last) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(line, sizeof(line), "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+        last = now;
+    }
+    return line;
+}
+
 void
 sesame_server_respond(struct sesame_req *req, int status, const char *content_type,
                       const char *headers, struct evbuffer *body)
@@ -616,6 +632,7 @@ sesame_server_respond(struct sesame_req *req, int status, const char *content_ty
     if (sesame_server_draining(req))
         req->close_after = true;
     evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", status, reason_phrase(status));
+    evbuffer_add(out, date_header(), strlen(date_header()));
     if (content_type)
         evbuffer_add_printf(out, "Content-Type: %s\r\n", content_type);
     if (status != 204 && status != 304)

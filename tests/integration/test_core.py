@@ -488,6 +488,8 @@ def test_http10_and_head(gw):
 def test_health_endpoint(gw):
     r, d = get(gw.port, "/sesame/health")
     assert r.status == 200 and d == b"ok\n"
+    import email.utils
+    assert abs(email.utils.parsedate_to_datetime(r.getheader("Date")).timestamp() - time.time()) < 5
 
 
 def test_tls_listener(tmp, echo):
