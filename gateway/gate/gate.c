@@ -596,6 +596,7 @@ me_loaded(int status, struct sesame_session *s, void *arg)
     if (s->provider)
         json_object_set_new(o, "provider", json_string(s->provider));
     json_object_set_new(o, "claims", s->claims ? json_incref(s->claims) : json_object());
+    json_object_set_new(o, "attributes", s->attributes ? json_incref(s->attributes) : json_object());
     char *text = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     sesame_session_free(s);

@@ -438,6 +438,11 @@ build_request_head(struct sesame_proxy *p, struct evbuffer *out)
         const struct sesame_http_header *h = &m->h.headers[i];
         if (hop_by_hop(h) || listed_in_connection(&m->h, h))
             continue;
+        /* Names with '_' are dropped (as nginx does by default): CGI-style
+         * upstreams map '-' and '_' to the same variable, so X_Forwarded_For
+         * or X_Sesame_Account would pass for the headers Sésame sets. */
+        if (memchr(h->name, '_', h->name_len) != NULL)
+            continue;
         if (sesame_proxy_header_has_prefix(h->name, h->name_len, route->header_prefix) ||
             sesame_proxy_header_has_prefix(h->name, h->name_len, "X-Sesame-"))
             continue;

@@ -7,6 +7,12 @@
  * capped by server.max_body_size (413). Framing is rebuilt on each side:
  * chunked bodies are decoded strictly and re-encoded, so a malformed or
  * ambiguous body can never desynchronise the upstream connection.
+ *
+ * Request headers never forwarded: hop-by-hop ones (and those named in
+ * Connection), names containing '_', anything under the identity prefix
+ * (whatever its case, '_' or '-'), client X-Forwarded-*, Forwarded,
+ * X-Request-Id and X-Real-IP unless the peer is a trusted proxy, Expect, Via,
+ * and Sésame's own cookies unless the route keeps them.
  */
 #ifndef SESAME_HTTP_PROXY_H
 #define SESAME_HTTP_PROXY_H

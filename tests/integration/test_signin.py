@@ -143,6 +143,7 @@ def test_me_endpoint(stack):
     assert r.status == 200
     j = json.loads(r.body)
     assert j["account"] and j["claims"]["family_name"] == "SANTUCCI"
+    assert j["attributes"] == {}
 
 
 def test_tenant_isolation(stack):
