@@ -38,6 +38,7 @@ struct sesame_conn {
     enum timer_phase phase;
     struct sesame_req *req;       /* current request, NULL between requests */
     size_t scanned;               /* input bytes already searched for a line end */
+    bool seen_eol;                /* a CR or LF is among them */
     bool closing;                 /* close once the output is flushed */
     unsigned nrequests;
     struct sesame_conn *prev, *next;
@@ -386,14 +387,27 @@ conn_process(struct sesame_conn *c)
         set_phase(c, PHASE_HEAD, conf->server.header_timeout_ms);
     size_t cap = conf->server.max_header_size + 4;
     size_t n = len < cap ? len : cap;
-    /* Parse only once a line end arrived since the last attempt, or the
-     * limit is reached: a client sending one byte at a time costs nothing. */
+    struct sesame_http_limits limits = {
+        .max_request_line = conf->server.max_request_line,
+        .max_header_size = conf->server.max_header_size,
+        .max_headers = conf->server.max_headers,
+    };
+    /* Parse only when it can decide something: a CR or LF arrived since the
+     * last attempt, the request line outgrew its limit, or the head reached
+     * its limit. A client trickling bytes then costs a search of the new
+     * bytes, not a copy and a parse. */
     if (n < cap) {
-        struct evbuffer_ptr start;
-        evbuffer_ptr_set(in, &start, c->scanned, EVBUFFER_PTR_SET);
-        struct evbuffer_ptr p = evbuffer_search(in, "\n", 1, &start);
-        if (p.pos < 0) {
-            c->scanned = len;
+        bool eol = false;
+        if (c->scanned < n) {
+            struct evbuffer_ptr start;
+            evbuffer_ptr_set(in, &start, c->scanned, EVBUFFER_PTR_SET);
+            eol = evbuffer_search(in, "\n", 1, &start).pos >= 0 ||
+                  evbuffer_search(in, "\r", 1, &start).pos >= 0;
+        }
+        c->seen_eol |= eol;
+        bool line_too_long = !c->seen_eol && n > conf->server.max_request_line;
+        if (!eol && !line_too_long) {
+            c->scanned = n;
             return;
         }
     }
@@ -406,20 +420,16 @@ conn_process(struct sesame_conn *c)
     req->head = sesame_malloc(n);
     req->head_cap = n;
     evbuffer_copyout(in, req->head, n);
-    struct sesame_http_limits limits = {
-        .max_request_line = conf->server.max_request_line,
-        .max_header_size = conf->server.max_header_size,
-        .max_headers = conf->server.max_headers,
-    };
     int rc = sesame_http_parse_request(req->head, n, &limits, &req->msg);
     if (rc == SESAME_AGAIN) {
-        c->scanned = len;
+        c->scanned = n;
         req_free(req);
         return;
     }
     c->req = req;
     c->nrequests++;
     c->scanned = 0;
+    c->seen_eol = false;
     make_request_id(req, c->server->worker);
     if (rc != SESAME_OK) {
         evbuffer_drain(in, len);

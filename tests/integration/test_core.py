@@ -555,3 +555,13 @@ access = public
     s = Sesame(tmp, conf, port=port, wait=False)
     assert s.proc.wait(10) != 0
     assert "tls_certificate" in s.proc.output()
+
+
+def test_long_request_line_refused_before_the_line_ends(gw):
+    # no CR or LF: the 414 must come as soon as the line outgrows max_request_line (8k)
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
+    s.sendall(b"GET /" + b"a" * 10000)
+    data = s.recv(200)
+    s.close()
+    assert status_of(data) == 414
+
