@@ -806,11 +806,13 @@ static int
 set_upstream(struct loader *L, void *obj, const struct item *it, const char *value, int line)
 {
     struct sesame_upstream_addr *u = FIELD(obj, it, struct sesame_upstream_addr);
-    if (strncmp(value, "http://", 7) != 0) {
-        conf_error(L, line, it->key, "'%s' must be an http:// URL (http://127.0.0.1:8081)", value);
+    bool tls = strncmp(value, "https://", 8) == 0;
+    if (!tls && strncmp(value, "http://", 7) != 0) {
+        conf_error(L, line, it->key,
+                   "'%s' must be an http:// or https:// URL (http://127.0.0.1:8081)", value);
         return SESAME_ERROR;
     }
-    const char *hp = value + 7;
+    const char *hp = value + (tls ? 8 : 7);
     size_t n = strcspn(hp, "/");
     if (hp[n] == '/' && hp[n + 1] != '\0') {
         conf_error(L, line, it->key, "'%s': the upstream URL takes no path", value);
@@ -818,7 +820,7 @@ set_upstream(struct loader *L, void *obj, const struct item *it, const char *val
     }
     char *auth = sesame_strndup(hp, n);
     char *msg = NULL;
-    if (parse_hostport(auth, "80", &u->addr, &u->addrlen, &msg) != SESAME_OK) {
+    if (parse_hostport(auth, tls ? "443" : "80", &u->addr, &u->addrlen, &msg) != SESAME_OK) {
         conf_error(L, line, it->key, "'%s': %s", value, msg);
         free(msg);
         free(auth);
@@ -826,8 +828,28 @@ set_upstream(struct loader *L, void *obj, const struct item *it, const char *val
     }
     free(u->text);
     free(u->host);
+    free(u->tls_name);
     u->text = sesame_strdup(value);
     u->host = auth;
+    u->tls = tls;
+    /* the name in the certificate: the host without port or brackets */
+    const char *h = auth[0] == '[' ? auth + 1 : auth;
+    size_t hl = auth[0] == '[' ? strcspn(h, "]") : strcspn(h, ":");
+    u->tls_name = sesame_strndup(h, hl);
+    return SESAME_OK;
+}
+
+/* upstream_ca_file: stored in the route's upstream address. */
+static int
+set_upstream_ca(struct loader *L, void *obj, const struct item *it, const char *value, int line)
+{
+    struct sesame_conf_route *r = obj;
+    if (access(value, R_OK) != 0) {
+        conf_error(L, line, it->key, "cannot read %s: %s", value, strerror(errno));
+        return SESAME_ERROR;
+    }
+    free(r->upstream.ca_file);
+    r->upstream.ca_file = sesame_strdup(value);
     return SESAME_OK;
 }
 
@@ -1061,6 +1083,7 @@ static const struct item route_items[] = {
     {"host", set_host, OFF(RT, host), NULL, 0, NULL},
     {"path", set_path, OFF(RT, path), "/", 0, NULL},
     {"upstream", set_upstream, OFF(RT, upstream), NULL, 0, NULL},
+    {"upstream_ca_file", set_upstream_ca, 0, NULL, 0, NULL},
     {"preserve_host", set_bool, OFF(RT, preserve_host), "on", 0, NULL},
     {"access", set_enum, OFF(RT, access), "required", 0, access_names},
     {"acr", set_acr, OFF(RT, acr), NULL, 0, NULL},
@@ -1578,6 +1601,9 @@ validate(struct loader *L, int last_line)
                 conf_error(L, line, "tenant", "[route %s] needs a tenant", r->name);
             continue;
         }
+        if (r->upstream.ca_file && !r->upstream.tls)
+            conf_error(L, key_line(L, r, "upstream_ca_file", line), "upstream_ca_file",
+                       "[route %s]: upstream_ca_file is for https:// upstreams only", r->name);
         if (r->host != NULL && !route_in_tenant_host(r))
             conf_error(L, key_line(L, r, "host", line), "host", "%s is not one of the hosts of [tenant %s]", r->host,
                        r->tenant->name);
@@ -1673,6 +1699,8 @@ free_route(struct sesame_conf_route *r)
     free(r->upstream.text);
     free(r->upstream.host);
     free(r->upstream.port_text);
+    free(r->upstream.tls_name);
+    free(r->upstream.ca_file);
     free(r->acr);
     free_words(r->claims, r->nclaims);
     free(r->header_prefix);

@@ -209,6 +209,9 @@ struct sesame_upstream_addr {
     char *port_text;
     struct sockaddr_storage addr;
     socklen_t addrlen;
+    bool tls;                       /* https:// upstream: TLS, certificate always verified */
+    char *tls_name;                 /* host name checked in its certificate (and SNI) */
+    char *ca_file;                  /* route's upstream_ca_file, NULL: system store */
 };
 
 struct sesame_conf_route {

@@ -11,6 +11,11 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <arpa/inet.h>
 
 #include "core/log.h"
 #include "core/util.h"
@@ -34,15 +39,26 @@ struct upconn {
 struct bucket {
     struct sockaddr_storage addr;
     socklen_t addrlen;
+    bool tls;
+    char *tls_name;               /* certificate name checked, NULL for plain */
+    char *ca_file;                /* NULL: system store */
     struct upconn *idle;
     size_t nidle;
     struct bucket *next;
     struct sesame_upstream_pool *pool;
 };
 
+/* TLS client contexts, one per CA file (NULL: the system store). */
+struct tls_ctx {
+    char *ca_file;
+    SSL_CTX *ctx;
+    struct tls_ctx *next;
+};
+
 struct sesame_upstream_pool {
     struct event_base *base;
     struct bucket *buckets;
+    struct tls_ctx *tls;
     uint64_t opened;
 };
 
@@ -90,8 +106,17 @@ sesame_upstream_pool_free(struct sesame_upstream_pool *pool)
             idle_unlink(u);
             upconn_free(u);
         }
+        free(b->tls_name);
+        free(b->ca_file);
         free(b);
         b = nb;
+    }
+    while (pool->tls) {
+        struct tls_ctx *t = pool->tls;
+        pool->tls = t->next;
+        SSL_CTX_free(t->ctx);
+        free(t->ca_file);
+        free(t);
     }
     free(pool);
 }
@@ -102,19 +127,60 @@ sesame_upstream_pool_opened(const struct sesame_upstream_pool *pool)
     return pool ? pool->opened : 0;
 }
 
+static bool
+str_eq(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a && b && strcmp(a, b) == 0);
+}
+
 static struct bucket *
-bucket_for(struct sesame_upstream_pool *pool, const struct sockaddr_storage *addr, socklen_t len)
+bucket_for(struct sesame_upstream_pool *pool, const struct sesame_upstream_addr *u)
 {
     for (struct bucket *b = pool->buckets; b; b = b->next)
-        if (b->addrlen == len && memcmp(&b->addr, addr, len) == 0)
+        if (b->addrlen == u->addrlen && memcmp(&b->addr, &u->addr, u->addrlen) == 0 &&
+            b->tls == u->tls && (!u->tls || (str_eq(b->tls_name, u->tls_name) &&
+                                              str_eq(b->ca_file, u->ca_file))))
             return b;
     struct bucket *b = sesame_calloc(1, sizeof(*b));
-    memcpy(&b->addr, addr, len);
-    b->addrlen = len;
+    memcpy(&b->addr, &u->addr, u->addrlen);
+    b->addrlen = u->addrlen;
+    b->tls = u->tls;
+    if (u->tls) {
+        b->tls_name = sesame_strdup(u->tls_name);
+        b->ca_file = u->ca_file ? sesame_strdup(u->ca_file) : NULL;
+    }
     b->pool = pool;
     b->next = pool->buckets;
     pool->buckets = b;
     return b;
+}
+
+/* The TLS client context for ca_file: TLS 1.2 or later, peer certificate
+ * always verified (there is no switch to turn that off). */
+static SSL_CTX *
+tls_ctx_for(struct sesame_upstream_pool *pool, const char *ca_file)
+{
+    for (struct tls_ctx *t = pool->tls; t; t = t->next)
+        if (str_eq(t->ca_file, ca_file))
+            return t->ctx;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == NULL)
+        return NULL;
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    int ok = ca_file ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL)
+                     : SSL_CTX_set_default_verify_paths(ctx);
+    if (ok != 1) {
+        sesame_log_error("upstream TLS: cannot load the CA %s", ca_file ? ca_file : "store");
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    struct tls_ctx *t = sesame_calloc(1, sizeof(*t));
+    t->ca_file = ca_file ? sesame_strdup(ca_file) : NULL;
+    t->ctx = ctx;
+    t->next = pool->tls;
+    pool->tls = t;
+    return ctx;
 }
 
 /* An idle connection that receives anything (EOF, data) or times out is dropped. */
@@ -172,7 +238,7 @@ static struct upconn *
 pool_get(struct sesame_upstream_pool *pool, const struct sesame_upstream_addr *addr, bool probe,
          bool *reused)
 {
-    struct bucket *b = bucket_for(pool, &addr->addr, addr->addrlen);
+    struct bucket *b = bucket_for(pool, addr);
     while (b->idle) {
         struct upconn *u = b->idle;
         idle_unlink(u);
@@ -182,7 +248,29 @@ pool_get(struct sesame_upstream_pool *pool, const struct sesame_upstream_addr *a
         }
         upconn_free(u);
     }
-    struct bufferevent *bev = bufferevent_socket_new(pool->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    struct bufferevent *bev;
+    if (addr->tls) {
+        SSL_CTX *ctx = tls_ctx_for(pool, addr->ca_file);
+        SSL *ssl = ctx ? SSL_new(ctx) : NULL;
+        if (ssl == NULL)
+            return NULL;
+        unsigned char ip[16];
+        bool literal = inet_pton(AF_INET, addr->tls_name, ip) == 1 ||
+                       inet_pton(AF_INET6, addr->tls_name, ip) == 1;
+        int ok = literal ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), addr->tls_name)
+                         : (SSL_set_tlsext_host_name(ssl, addr->tls_name) == 1 &&
+                            SSL_set1_host(ssl, addr->tls_name) == 1);
+        if (!ok) {
+            SSL_free(ssl);
+            return NULL;
+        }
+        bev = bufferevent_openssl_socket_new(pool->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
+                                             BEV_OPT_CLOSE_ON_FREE);
+        if (bev) /* a response read until close may end without close_notify */
+            bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    } else {
+        bev = bufferevent_socket_new(pool->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    }
     if (bev == NULL)
         return NULL;
     if (bufferevent_socket_connect(bev, (const struct sockaddr *)&addr->addr, (int)addr->addrlen) != 0) {
@@ -925,8 +1013,13 @@ up_eventcb(struct bufferevent *bev, short what, void *arg)
             return;
         }
         int err = EVUTIL_SOCKET_ERROR();
-        fail(p, 502, p->state == UP_CONNECTING ? evutil_socket_error_to_string(err)
-                                                : "connection closed before the response");
+        unsigned long tls_err = p->req->route->upstream.tls ? bufferevent_get_openssl_error(bev) : 0;
+        char tls_msg[256] = "";
+        if (tls_err)
+            ERR_error_string_n(tls_err, tls_msg, sizeof(tls_msg));
+        fail(p, 502, tls_err                    ? tls_msg
+                     : p->state == UP_CONNECTING ? evutil_socket_error_to_string(err)
+                                                 : "connection closed before the response");
     }
 }
 
@@ -992,7 +1085,7 @@ send_request(struct sesame_proxy *p)
     bufferevent_set_timeouts(p->up->bev, &tv, &tv);
     struct evbuffer *head = evbuffer_new();
     build_request_head(p, head);
-    if (p->reused) {
+    if (p->reused && !req->route->upstream.tls) {
         /* connected: written at once; its write event stays off unless
          * something is left to write (EV_WRITE is already enabled on a pooled
          * connection, so queued bytes are written when the socket allows) */

@@ -275,9 +275,17 @@ def main(argv=None):
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--ready-file", default=None)
+    parser.add_argument("--tls-cert", default=None, help="serve HTTPS with this certificate (PEM)")
+    parser.add_argument("--tls-key", default=None)
     args = parser.parse_args(argv)
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     server = EchoServer((args.host, args.port), family)
+    if args.tls_cert:
+        import ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(args.tls_cert, args.tls_key)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
     port = server.server_address[1]
     line = "READY %d" % port
     print(line, flush=True)

@@ -111,18 +111,27 @@ def sanitizer_report(text):
 class Echo:
     """The echo upstream (tests/integration/echo_upstream.py)."""
 
-    def __init__(self, tmpdir):
+    def __init__(self, tmpdir, tls=None):
+        """tls: (certificate, key) PEM paths to serve HTTPS."""
         self.port = free_port()
-        self.proc = Proc([PYTHON, os.path.join(HERE, "echo_upstream.py"), "--port", str(self.port)],
-                         os.path.join(tmpdir, "echo-%d.log" % self.port))
+        self.tls = tls
+        argv = [PYTHON, os.path.join(HERE, "echo_upstream.py"), "--port", str(self.port)]
+        if tls:
+            argv += ["--tls-cert", tls[0], "--tls-key", tls[1]]
+        self.proc = Proc(argv, os.path.join(tmpdir, "echo-%d.log" % self.port))
         wait_port(self.port, proc=self.proc.p)
 
     @property
     def url(self):
-        return "http://127.0.0.1:%d" % self.port
+        return "%s://127.0.0.1:%d" % ("https" if self.tls else "http", self.port)
 
     def stats(self):
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        if self.tls:
+            import ssl
+            ctx = ssl._create_unverified_context()  # the test's own server, read locally
+            c = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=5, context=ctx)
+        else:
+            c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
         c.request("GET", "/__stats")
         r = c.getresponse()
         data = json.loads(r.read())

@@ -565,3 +565,72 @@ def test_long_request_line_refused_before_the_line_ends(gw):
     s.close()
     assert status_of(data) == 414
 
+
+
+def test_https_upstream_verified(tmp):
+    import subprocess
+    pki = os.path.join(tmp, "upki")
+    subprocess.run(["/usr/bin/python3", os.path.join(os.path.dirname(__file__), "..", "mockfc", "pki.py"),
+                    "--dir", pki, "--name", "portal", "--host", "localhost"],
+                   check=True, capture_output=True)
+    secure = Echo(tmp, tls=(os.path.join(pki, "portal.pem"), os.path.join(pki, "portal.key")))
+    port = free_port()
+    conf = base_conf(tmp, port, """
+[route ok]
+tenant = ville-a
+path = /
+upstream = https://localhost:%d
+upstream_ca_file = %s/ca.pem
+access = public
+
+[route wrong-name]
+tenant = ville-a
+path = /nom
+upstream = https://127.0.0.1:%d
+upstream_ca_file = %s/ca.pem
+access = public
+
+[route untrusted]
+tenant = ville-a
+path = /inconnu
+upstream = https://localhost:%d
+access = public
+""" % (secure.port, pki, secure.port, pki, secure.port))
+    s = Sesame(tmp, conf, port=port)
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        for i in range(10):
+            r, d = get(port, "/tls-%d" % i, conn=c)
+            assert r.status == 200, d[:300]
+            assert echoed(d)["path"] == "/tls-%d" % i
+        c.close()
+        assert secure.stats()["connections_total"] <= 4  # pooled TLS connections reused
+        # the certificate is for "localhost": 127.0.0.1 does not match it
+        r, d = get(port, "/nom/x")
+        assert r.status == 502
+        # without the private CA the certificate is not trusted
+        r, d = get(port, "/inconnu/x")
+        assert r.status == 502
+        errors = s.errors()
+        assert "certificate verify failed" in errors, errors[-2000:]
+    finally:
+        s.stop()
+        secure.stop()
+
+
+def test_upstream_ca_file_only_for_https(tmp):
+    port = free_port()
+    ca = os.path.join(tmp, "ca.pem")
+    with open(ca, "w") as f:
+        f.write("x\n")
+    path = os.path.join(tmp, "bad.conf")
+    with open(path, "w") as f:
+        f.write(base_conf(tmp, port, """
+[route a]
+tenant = ville-a
+upstream = http://127.0.0.1:9
+upstream_ca_file = %s
+access = public
+""" % ca))
+    rc, out = check_config(path)
+    assert rc != 0 and "upstream_ca_file: [route a]: upstream_ca_file is for https:// upstreams only" in out
