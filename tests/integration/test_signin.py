@@ -361,3 +361,25 @@ def test_slow_token_endpoint_times_out(stack):
     assert r.status == 503, r.status
     assert elapsed < 6, "the provider call must stop at http_timeout (2s)"
     assert "sesame" not in b.cookies.get("ville-a.localhost", {})
+
+
+def test_reload_keeps_sessions_and_sign_in_working(stack):
+    b = stack.browser()
+    r, _ = sign_in(b, stack.mock, stack.port, "marie")
+    assert r.status == 303
+    base = "http://ville-a.localhost:%d" % stack.port
+    before = stack.gw.errors().count("configuration reloaded")
+    # a changed configuration: the workers build a new Redis client and
+    # session store and retire the old ones
+    stack.gw.write_conf(stack.conf_text(extra_session="cache_ttl = 1s"))
+    stack.gw.reload()
+    deadline = time.time() + 5
+    while stack.gw.errors().count("configuration reloaded") == before and time.time() < deadline:
+        time.sleep(0.05)
+    assert stack.gw.errors().count("configuration reloaded") == before + 1
+    for _ in range(6):  # both workers
+        assert b.get(base + "/demarches").status == 200
+    r, _ = sign_in(stack.browser(), stack.mock, stack.port, "jean")
+    assert r.status == 303
+    stack.gw.write_conf(stack.conf_text())
+    stack.gw.reload()
