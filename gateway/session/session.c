@@ -137,11 +137,19 @@ set_str(json_t *o, const char *k, const char *v)
         json_object_set_new(o, k, json_string(v));
 }
 
+/* The record is compact JSON, then, when there is an ID token, a newline and
+ * the token as is: the token (about 1 KB, needed only at logout) then costs a
+ * copy, not a JSON string decode, on every session load. */
 char *
 sesame_session_serialize(const struct sesame_session *s, size_t *len)
 {
     if (s->tenant == NULL || s->account == NULL)
         return NULL;
+    if (s->id_token != NULL) {
+        for (const char *p = s->id_token; *p; p++)
+            if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f)
+                return NULL; /* compact JWS/JWE: printable ASCII only */
+    }
     json_t *o = json_object();
     set_str(o, "t", s->tenant);
     set_str(o, "a", s->account);
@@ -150,7 +158,6 @@ sesame_session_serialize(const struct sesame_session *s, size_t *len)
     json_object_set_new(o, "c", json_integer(s->created_ms));
     json_object_set_new(o, "l", json_integer(s->last_seen_ms));
     json_object_set_new(o, "e", json_integer(s->expires_ms));
-    set_str(o, "i", s->id_token);
     if (s->claims != NULL)
         json_object_set(o, "k", s->claims);
     if (s->attributes != NULL)
@@ -159,7 +166,15 @@ sesame_session_serialize(const struct sesame_session *s, size_t *len)
     json_decref(o);
     if (text == NULL)
         return NULL; /* a string that is not valid UTF-8 */
-    *len = strlen(text);
+    size_t n = strlen(text);
+    if (s->id_token != NULL) {
+        size_t t = strlen(s->id_token);
+        text = sesame_realloc(text, n + 1 + t + 1);
+        text[n] = '\n';
+        memcpy(text + n + 1, s->id_token, t + 1);
+        n += 1 + t;
+    }
+    *len = n;
     return text;
 }
 
@@ -200,8 +215,11 @@ get_obj(json_t *o, const char *k, json_t **out)
 struct sesame_session *
 sesame_session_parse(const char *json, size_t len)
 {
+    /* compact JSON never holds a raw newline: the first one ends it */
+    const char *nl = memchr(json, '\n', len);
+    size_t jlen = nl ? (size_t)(nl - json) : len;
     json_error_t jerr;
-    json_t *o = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *o = json_loadb(json, jlen, JSON_REJECT_DUPLICATES, &jerr);
     if (o == NULL)
         return NULL;
     struct sesame_session *s = sesame_session_new();
@@ -209,9 +227,18 @@ sesame_session_parse(const char *json, size_t len)
               get_str(o, "a", true, &s->account) && get_str(o, "p", false, &s->provider) &&
               get_str(o, "r", false, &s->acr) && get_int(o, "c", &s->created_ms) &&
               get_int(o, "l", &s->last_seen_ms) && get_int(o, "e", &s->expires_ms) &&
-              get_str(o, "i", false, &s->id_token) && get_obj(o, "k", &s->claims) &&
-              get_obj(o, "x", &s->attributes);
+              get_obj(o, "k", &s->claims) && get_obj(o, "x", &s->attributes);
     json_decref(o);
+    if (ok && nl != NULL) {
+        const char *t = nl + 1;
+        size_t tlen = len - jlen - 1;
+        for (size_t i = 0; i < tlen && ok; i++)
+            ok = (unsigned char)t[i] > 0x20 && (unsigned char)t[i] < 0x7f;
+        if (ok && tlen > 0)
+            s->id_token = sesame_strndup(t, tlen);
+        else
+            ok = false;
+    }
     if (!ok) {
         sesame_session_free(s);
         return NULL;

@@ -12,7 +12,8 @@
  * authenticated data (a value moved to another key does not open). The key is
  * conf->session.secret; conf->session.previous_secret is also accepted for
  * reading during a key rotation. The plaintext is compact JSON with one-letter
- * names. A value that fails to open is "no session" (logged at warn, without
+ * names, followed (when there is one) by a newline and the raw ID token. A
+ * value that fails to open is "no session" (logged at warn, without
  * the key or the value).
  *
  * Expiry: a session ends when now - last_seen > inactivity_timeout or when
@@ -104,8 +105,9 @@ void sesame_session_free(struct sesame_session *s);
 int sesame_session_key(const char *prefix, const char *cookie_id, char *key, size_t keysize,
                        unsigned char hash[32]);
 
-/* Serialises a record to compact JSON (malloc'd, NUL-terminated, *len
- * bytes). Returns NULL when tenant or account is missing. */
+/* Serialises a record: compact JSON, then "\n" and the ID token when there is
+ * one (malloc'd, NUL-terminated, *len bytes). Returns NULL when tenant or
+ * account is missing, or the ID token is not printable ASCII. */
 char *sesame_session_serialize(const struct sesame_session *s, size_t *len);
 /* Parses what sesame_session_serialize wrote. Returns a new record (one
  * reference) or NULL for anything malformed. */

@@ -274,7 +274,9 @@ test_record_parse_refuses(void **state)
         "{\"t\":\"x\",\"a\":\"1\",\"c\":1,\"l\":1,\"e\":1.5}",   /* not an integer */
         "{\"t\":\"x\",\"a\":\"1\",\"c\":1,\"l\":1,\"e\":1,\"k\":[]}",
         "{\"t\":\"x\",\"a\":\"1\",\"c\":1,\"l\":1,\"e\":1,\"x\":\"s\"}",
-        "{\"t\":\"x\",\"a\":\"1\",\"c\":1,\"l\":1,\"e\":1,\"i\":5}",
+        "{\"t\":\"x\",\"a\":\"1\",\"c\":1,\"l\":1,\"e\":1}\n",        /* empty ID token */
+        "{\"t\":\"x\",\"a\":\"1\",\"c\":1,\"l\":1,\"e\":1}\nab cd",   /* space in it */
+        "{\"t\":\"x\",\"a\":\"1\",\"c\":1,\"l\":1,\"e\":1}\na\nb",   /* two lines */
         "{\"t\":\"x\",\"t\":\"y\",\"a\":\"1\",\"c\":1,\"l\":1,\"e\":1}", /* duplicate */
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -285,6 +287,12 @@ test_record_parse_refuses(void **state)
     const char *good = "{\"t\":\"x\",\"a\":\"1\",\"c\":1,\"l\":2,\"e\":3}";
     struct sesame_session *s = sesame_session_parse(good, strlen(good));
     assert_non_null(s);
+    assert_null(s->id_token);
+    sesame_session_free(s);
+    const char *with_token = "{\"t\":\"x\",\"a\":\"1\",\"c\":1,\"l\":2,\"e\":3}\neyJ.a-b_c.d";
+    s = sesame_session_parse(with_token, strlen(with_token));
+    assert_non_null(s);
+    assert_string_equal(s->id_token, "eyJ.a-b_c.d");
     sesame_session_free(s);
 }
 
