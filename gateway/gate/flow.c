@@ -135,6 +135,25 @@ gone(struct sesame_req *req)
     return true;
 }
 
+/* First step of every completion callback: clears the handle of the
+ * operation that just finished and returns the flow, or NULL when the
+ * request was abandoned meanwhile (it is then ended and freed). */
+enum op_kind { OP_SESSION, OP_PROVIDER, OP_ACCOUNT };
+
+static struct flow *
+resume(void *arg, enum op_kind kind)
+{
+    struct sesame_req *req = arg;
+    struct flow *f = req->ext;
+    if (kind == OP_SESSION)
+        f->sop = NULL;
+    else if (kind == OP_PROVIDER)
+        f->pop = NULL;
+    else
+        f->aop = NULL;
+    return gone(req) ? NULL : f;
+}
+
 static const struct sesame_conf_provider *
 tenant_provider(const struct sesame_req *req, const char *name)
 {
@@ -187,11 +206,10 @@ login_refused(struct sesame_req *req, const char *log_reason)
 static void
 login_stored(int status, void *arg)
 {
-    struct sesame_req *req = arg;
-    struct flow *f = req->ext;
-    f->sop = NULL;
-    if (gone(req))
+    struct flow *f = resume(arg, OP_SESSION);
+    if (f == NULL)
         return;
+    struct sesame_req *req = f->req;
     if (status != SESAME_OK) {
         sesame_gate_error(req, 503, NULL);
         return;
@@ -221,11 +239,10 @@ login_stored(int status, void *arg)
 static void
 login_ready(void *arg, enum sesame_provider_status status, const char *err)
 {
-    struct sesame_req *req = arg;
-    struct flow *f = req->ext;
-    f->pop = NULL;
-    if (gone(req))
+    struct flow *f = resume(arg, OP_PROVIDER);
+    if (f == NULL)
         return;
+    struct sesame_req *req = f->req;
     if (status != SESAME_PROVIDER_OK) {
         provider_unavailable(req, f->provider, err);
         return;
@@ -309,11 +326,10 @@ sesame_flow_login(struct sesame_req *req)
 static void
 session_created(int status, const char *cookie_id, void *arg)
 {
-    struct sesame_req *req = arg;
-    struct flow *f = req->ext;
-    f->sop = NULL;
-    if (gone(req))
+    struct flow *f = resume(arg, OP_SESSION);
+    if (f == NULL)
         return;
+    struct sesame_req *req = f->req;
     if (status != SESAME_OK) {
         sesame_log_warn("request %s: session not stored", req->request_id);
         sesame_gate_error(req, 503, NULL);
@@ -358,11 +374,10 @@ create_session(struct sesame_req *req, const char *account, const struct sesame_
 static void
 account_done(const struct sesame_plugin_result *res, void *arg)
 {
-    struct sesame_req *req = arg;
-    struct flow *f = req->ext;
-    f->aop = NULL;
-    if (gone(req))
+    struct flow *f = resume(arg, OP_ACCOUNT);
+    if (f == NULL)
         return;
+    struct sesame_req *req = f->req;
     switch (res->status) {
     case SESAME_PLUGIN_RESULT_FOUND:
         create_session(req, res->account_id, res);
@@ -427,11 +442,10 @@ static void
 validated(void *arg, const struct sesame_provider_identity *id, enum sesame_provider_status st,
           const char *err)
 {
-    struct sesame_req *req = arg;
-    struct flow *f = req->ext;
-    f->pop = NULL;
-    if (gone(req))
+    struct flow *f = resume(arg, OP_PROVIDER);
+    if (f == NULL)
         return;
+    struct sesame_req *req = f->req;
     if (st != SESAME_PROVIDER_OK || id == NULL || id->sub == NULL) {
         sesame_log_warn("request %s: provider %s: sign-in refused (%s): %s", req->request_id,
                         f->provider->name, sesame_provider_status_name(st), err ? err : "?");
@@ -455,11 +469,10 @@ static void
 exchanged(void *arg, const struct sesame_provider_tokens *t, enum sesame_provider_status st,
           const char *err)
 {
-    struct sesame_req *req = arg;
-    struct flow *f = req->ext;
-    f->pop = NULL;
-    if (gone(req))
+    struct flow *f = resume(arg, OP_PROVIDER);
+    if (f == NULL)
         return;
+    struct sesame_req *req = f->req;
     if (st != SESAME_PROVIDER_OK || t == NULL) {
         validated(arg, NULL, st, err);
         return;
@@ -476,13 +489,12 @@ exchanged(void *arg, const struct sesame_provider_tokens *t, enum sesame_provide
 static void
 taken(int status, json_t *blob, void *arg)
 {
-    struct sesame_req *req = arg;
-    struct flow *f = req->ext;
-    f->sop = NULL;
-    if (gone(req)) {
+    struct flow *f = resume(arg, OP_SESSION);
+    if (f == NULL) {
         json_decref(blob);
         return;
     }
+    struct sesame_req *req = f->req;
     if (status == SESAME_ERROR) {
         json_decref(blob);
         sesame_gate_error(req, 503, NULL);
@@ -607,11 +619,10 @@ signed_out(struct sesame_req *req)
 static void
 logout_state_stored(int status, void *arg)
 {
-    struct sesame_req *req = arg;
-    struct flow *f = req->ext;
-    f->sop = NULL;
-    if (gone(req))
+    struct flow *f = resume(arg, OP_SESSION);
+    if (f == NULL)
         return;
+    struct sesame_req *req = f->req;
     char *post = callback_url(req, "logout/callback");
     char *url = f->rt ? sesame_provider_end_session_url(f->rt, f->session->id_token, f->state, post) : NULL;
     free(post);
@@ -626,11 +637,10 @@ logout_state_stored(int status, void *arg)
 static void
 logout_ready(void *arg, enum sesame_provider_status st, const char *err)
 {
-    struct sesame_req *req = arg;
-    struct flow *f = req->ext;
-    f->pop = NULL;
-    if (gone(req))
+    struct flow *f = resume(arg, OP_PROVIDER);
+    if (f == NULL)
         return;
+    struct sesame_req *req = f->req;
     if (st != SESAME_PROVIDER_OK || sesame_util_random_token(f->state, sizeof(f->state), 32) != SESAME_OK) {
         sesame_log_warn("request %s: signed out locally only: provider %s: %s", req->request_id,
                         f->session->provider, err ? err : "no state");
@@ -649,11 +659,10 @@ logout_ready(void *arg, enum sesame_provider_status st, const char *err)
 static void
 logout_destroyed(int status, void *arg)
 {
-    struct sesame_req *req = arg;
-    struct flow *f = req->ext;
-    f->sop = NULL;
-    if (gone(req))
+    struct flow *f = resume(arg, OP_SESSION);
+    if (f == NULL)
         return;
+    struct sesame_req *req = f->req;
     if (status == SESAME_ERROR) {
         /* the session may still exist: say so rather than pretend */
         sesame_gate_error(req, 503, NULL);
@@ -682,13 +691,12 @@ logout_destroyed(int status, void *arg)
 static void
 logout_loaded(int status, struct sesame_session *s, void *arg)
 {
-    struct sesame_req *req = arg;
-    struct flow *f = req->ext;
-    f->sop = NULL;
-    if (gone(req)) {
+    struct flow *f = resume(arg, OP_SESSION);
+    if (f == NULL) {
         sesame_session_free(s);
         return;
     }
+    struct sesame_req *req = f->req;
     if (status == SESAME_ERROR) {
         sesame_gate_error(req, 503, NULL);
         return;
@@ -776,13 +784,12 @@ sesame_flow_logout(struct sesame_req *req)
 static void
 logout_state_taken(int status, json_t *blob, void *arg)
 {
-    struct sesame_req *req = arg;
-    struct flow *f = req->ext;
-    f->sop = NULL;
-    if (gone(req)) {
+    struct flow *f = resume(arg, OP_SESSION);
+    if (f == NULL) {
         json_decref(blob);
         return;
     }
+    struct sesame_req *req = f->req;
     if (blob == NULL)
         sesame_log_info("request %s: logout callback with an unknown state (tolerated)", req->request_id);
     json_decref(blob);
