@@ -67,32 +67,6 @@ conf_add_dec(struct sesame_conf_provider *p, const char *path)
     p->decryption_key_files[p->ndecryption_key_files++] = xs(path);
 }
 
-static void
-conf_free(struct sesame_conf_provider *p)
-{
-    if (p == NULL)
-        return;
-    free(p->name);
-    free(p->issuer);
-    free(p->authorization_endpoint);
-    free(p->token_endpoint);
-    free(p->userinfo_endpoint);
-    free(p->jwks_uri);
-    free(p->end_session_endpoint);
-    free(p->client_id);
-    free(p->client_secret);
-    free(p->private_key_file);
-    free(p->scopes);
-    free(p->acr_values);
-    for (size_t i = 0; i < p->nauthorize_params; i++)
-        free(p->authorize_params[i]);
-    free(p->authorize_params);
-    free(p->ca_file);
-    for (size_t i = 0; i < p->ndecryption_key_files; i++)
-        free(p->decryption_key_files[i]);
-    free(p->decryption_key_files);
-    free(p);
-}
 
 static const char *DOC =
     "{\"issuer\":\"https://op.example/api/v2\","
@@ -252,7 +226,7 @@ test_authorize_url_exact(void **state)
     assert_null(sesame_provider_authorize_url(rt, "https://rp/cb", "s", NULL, NULL, NULL, &err));
     free(err);
     sesame_provider_unref(rt);
-    conf_free(p);
+    test_provider_conf_free(p);
 }
 
 static void
@@ -283,7 +257,7 @@ test_authorize_url_pkce_and_query(void **state)
     free(u);
     assert_true(sesame_provider_pkce(rt));
     sesame_provider_unref(rt);
-    conf_free(p);
+    test_provider_conf_free(p);
 }
 
 static void
@@ -298,7 +272,7 @@ test_authorize_url_needs_metadata(void **state)
     free(err);
     assert_null(sesame_provider_end_session_url(rt, "h", "s", "https://rp/out"));
     sesame_provider_unref(rt);
-    conf_free(p);
+    test_provider_conf_free(p);
 }
 
 static void
@@ -318,7 +292,7 @@ test_explicit_endpoints_win(void **state)
     assert_string_equal(u, "https://other.example/logout?state=st");
     free(u);
     sesame_provider_unref(rt);
-    conf_free(p);
+    test_provider_conf_free(p);
 }
 
 static void
@@ -345,8 +319,8 @@ test_end_session_url(void **state)
     assert_int_equal(sesame_provider_set_metadata(rt, doc, strlen(doc), &err), SESAME_OK);
     assert_null(sesame_provider_end_session_url(rt, "h", "s", "https://rp/out"));
     sesame_provider_unref(rt);
-    conf_free(p);
-    conf_free(q);
+    test_provider_conf_free(p);
+    test_provider_conf_free(q);
 }
 
 /* ---- metadata checks ------------------------------------------------------------- */
@@ -462,7 +436,7 @@ test_metadata_checks(void **state)
     assert_int_equal(sesame_provider_set_metadata(rt, nouserinfo, strlen(nouserinfo), &err),
                      SESAME_OK);
     sesame_provider_unref(rt);
-    conf_free(p);
+    test_provider_conf_free(p);
 #undef GOOD
 #undef EP
 }
@@ -491,7 +465,7 @@ test_jwks_install(void **state)
     sesame_jose_keyset_free(ks);
     free(path);
     sesame_provider_unref(rt);
-    conf_free(p);
+    test_provider_conf_free(p);
 }
 
 /* ---- token requests --------------------------------------------------------------- */
@@ -530,7 +504,7 @@ test_token_form_post(void **state)
                      SESAME_ERROR);
     free(err);
     sesame_provider_unref(rt);
-    conf_free(p);
+    test_provider_conf_free(p);
 }
 
 static void
@@ -552,7 +526,7 @@ test_token_form_basic(void **state)
                         "Authorization: Basic Y2xpZW50JTIwb25lOnMlMjZjciVDMyVBOSUyMHQlMjB4");
     sesame_provider_token_request_clear(&tr);
     sesame_provider_unref(rt);
-    conf_free(p);
+    test_provider_conf_free(p);
 }
 
 /* Value of name in an x-www-form-urlencoded body, decoded. */
@@ -658,7 +632,7 @@ test_token_form_private_key_jwt(void **state)
     sesame_provider_token_request_clear(&tr);
     sesame_provider_token_request_clear(&tr2);
     sesame_provider_unref(rt);
-    conf_free(p);
+    test_provider_conf_free(p);
 }
 
 static void
@@ -674,7 +648,7 @@ test_token_request_needs_metadata(void **state)
     assert_non_null(strstr(err, "metadata"));
     free(err);
     sesame_provider_unref(rt);
-    conf_free(p);
+    test_provider_conf_free(p);
 }
 
 /* ---- settings and registry ---------------------------------------------------------- */
@@ -712,26 +686,26 @@ test_settings_refused(void **state)
         struct sesame_conf_provider *p = conf_new("bad-params");
         conf_add_param(p, bad[i].param);
         expect_conf_refused(p, bad[i].needle);
-        conf_free(p);
+        test_provider_conf_free(p);
     }
     struct sesame_conf_provider *p = conf_new("dup-params");
     conf_add_param(p, "prompt=login");
     conf_add_param(p, "prompt=consent");
     expect_conf_refused(p, "repeated");
-    conf_free(p);
+    test_provider_conf_free(p);
 
     p = conf_new("no-secret");
     free(p->client_secret);
     p->client_secret = NULL;
     expect_conf_refused(p, "secret");
-    conf_free(p);
+    test_provider_conf_free(p);
 
     p = conf_new("no-key");
     p->token_auth = SESAME_AUTH_PRIVATE_KEY_JWT;
     expect_conf_refused(p, "private_key_file");
     p->private_key_file = xs("/nonexistent/key.pem");
     expect_conf_refused(p, "/nonexistent/key.pem");
-    conf_free(p);
+    test_provider_conf_free(p);
 
     p = conf_new("no-discovery");
     p->discovery = false;
@@ -743,19 +717,19 @@ test_settings_refused(void **state)
     p->userinfo = SESAME_USERINFO_OFF;
     struct sesame_provider *ok = get_rt(p);
     sesame_provider_unref(ok);
-    conf_free(p);
+    test_provider_conf_free(p);
 
     p = conf_new("no-algs");
     p->signing_algs = 0;
     expect_conf_refused(p, "signing_algs");
-    conf_free(p);
+    test_provider_conf_free(p);
 
     p = conf_new("bad-dec");
     char *junk = mockfc_write_file(tmpdir, "junk.pem", "not a key\n");
     conf_add_dec(p, junk);
     expect_conf_refused(p, "junk.pem");
     free(junk);
-    conf_free(p);
+    test_provider_conf_free(p);
 }
 
 static void
@@ -816,7 +790,7 @@ test_registry_sharing(void **state)
     sesame_provider_unref(d);
     sesame_provider_unref(e);
     sesame_provider_unref(f);
-    conf_free(p);
+    test_provider_conf_free(p);
 }
 
 static void
@@ -866,7 +840,7 @@ test_decryption_keys(void **state)
     sesame_provider_unref(rt);
     free(ec);
     free(rsa);
-    conf_free(p);
+    test_provider_conf_free(p);
 }
 
 static void

@@ -84,27 +84,6 @@ conf_new(const char *name, const char *client_id)
     return p;
 }
 
-static void
-conf_free(struct sesame_conf_provider *p)
-{
-    free(p->name);
-    free(p->issuer);
-    free(p->authorization_endpoint);
-    free(p->token_endpoint);
-    free(p->userinfo_endpoint);
-    free(p->jwks_uri);
-    free(p->end_session_endpoint);
-    free(p->client_id);
-    free(p->client_secret);
-    free(p->private_key_file);
-    free(p->scopes);
-    free(p->acr_values);
-    free(p->ca_file);
-    for (size_t i = 0; i < p->ndecryption_key_files; i++)
-        free(p->decryption_key_files[i]);
-    free(p->decryption_key_files);
-    free(p);
-}
 
 static struct sesame_provider *
 get_rt(const struct sesame_conf_provider *p)
@@ -367,7 +346,7 @@ test_discovery_and_jwks(void **state)
     assert_int_equal(strncmp(u, prefix, strlen(prefix)), 0);
     free(u);
     sesame_provider_unref(rt);
-    conf_free(p);
+    test_provider_conf_free(p);
 }
 
 static void
@@ -399,7 +378,7 @@ test_sign_in_es256(void **state)
     json_decref(az);
     login_clear(&l);
     sesame_provider_unref(rt);
-    conf_free(p);
+    test_provider_conf_free(p);
 }
 
 static void
@@ -422,7 +401,7 @@ test_sign_in_rs256(void **state)
     assert_int_equal(l.va_st, SESAME_PROVIDER_INVALID_TOKEN);
     login_clear(&l);
     sesame_provider_unref(rt);
-    conf_free(p);
+    test_provider_conf_free(p);
 }
 
 static void
@@ -444,7 +423,7 @@ test_sign_in_client_secret_basic(void **state)
     json_decref(tok);
     login_clear(&l);
     sesame_provider_unref(rt);
-    conf_free(p);
+    test_provider_conf_free(p);
 }
 
 static void
@@ -466,7 +445,7 @@ test_sign_in_private_key_jwt(void **state)
     json_decref(tok);
     login_clear(&l);
     sesame_provider_unref(rt);
-    conf_free(p);
+    test_provider_conf_free(p);
 }
 
 static void
@@ -515,7 +494,7 @@ test_sign_in_encrypted(void **state)
         assert_int_equal(l.va_st, SESAME_PROVIDER_INVALID_TOKEN);
         login_clear(&l);
         sesame_provider_unref(rt);
-        conf_free(p);
+        test_provider_conf_free(p);
     }
 }
 
@@ -553,7 +532,7 @@ test_validate_chained_in_callback(void **state)
     assert_identity(&l, "client-es256");
     login_clear(&l);
     sesame_provider_unref(rt);
-    conf_free(p);
+    test_provider_conf_free(p);
 }
 
 static void
@@ -575,7 +554,7 @@ test_userinfo_formats(void **state)
     assert_int_equal(l.va_st, SESAME_PROVIDER_USERINFO_INVALID);
     login_clear(&l);
     sesame_provider_unref(rt);
-    conf_free(p);
+    test_provider_conf_free(p);
 
     /* userinfo = off: no userinfo call, the ID token's claims only */
     p = conf_new("ui-off", "client-es256");
@@ -589,7 +568,7 @@ test_userinfo_formats(void **state)
     assert_int_equal(mockfc_count(&mock, "userinfo", since, 0), 0);
     login_clear(&l);
     sesame_provider_unref(rt);
-    conf_free(p);
+    test_provider_conf_free(p);
 }
 
 static void
@@ -615,7 +594,7 @@ test_explicit_endpoints_without_discovery(void **state)
     assert_int_equal(mockfc_count(&mock, "discovery", since, 0), 0);
     login_clear(&l);
     sesame_provider_unref(rt);
-    conf_free(p);
+    test_provider_conf_free(p);
 }
 
 static void
@@ -643,7 +622,7 @@ test_end_session(void **state)
     free(url);
     login_clear(&l);
     sesame_provider_unref(rt);
-    conf_free(p);
+    test_provider_conf_free(p);
 }
 
 /* ---- misbehaviours refused -------------------------------------------------------------- */
@@ -674,7 +653,7 @@ expect_refused(const char *scenario, const char *client, enum sesame_provider_st
     assert_identity(&l, client);
     login_clear(&l);
     sesame_provider_unref(rt);
-    conf_free(p);
+    test_provider_conf_free(p);
 }
 
 #define REFUSED(sc, st)                                                                            \
@@ -737,7 +716,7 @@ test_acr_levels(void **state)
         login_clear(&l);
     }
     sesame_provider_unref(rt);
-    conf_free(p);
+    test_provider_conf_free(p);
 }
 
 static void
@@ -757,7 +736,7 @@ test_wrong_nonce_expected(void **state)
     assert_non_null(strstr(l.va_err, "nonce"));
     login_clear(&l);
     sesame_provider_unref(rt);
-    conf_free(p);
+    test_provider_conf_free(p);
 }
 
 /* ---- keys: unknown kid, rotation, rate limit, sharing ---------------------------------- */
@@ -780,7 +759,7 @@ test_unknown_kid_refused(void **state)
     assert_int_equal(mockfc_count(&mock, "userinfo", since, 0), 0);
     login_clear(&l);
     sesame_provider_unref(rt);
-    conf_free(p);
+    test_provider_conf_free(p);
 }
 
 static void
@@ -808,7 +787,7 @@ test_rotate_keys_accepted(void **state)
     assert_int_equal(mockfc_count(&mock, "jwks", since, 0), 0);
     login_clear(&l);
     sesame_provider_unref(rt);
-    conf_free(p);
+    test_provider_conf_free(p);
 }
 
 static void
@@ -837,7 +816,7 @@ test_refetch_rate_limited(void **state)
     login_clear(&a);
     login_clear(&b);
     sesame_provider_unref(rt);
-    conf_free(p);
+    test_provider_conf_free(p);
 }
 
 static void
@@ -866,7 +845,7 @@ test_concurrent_refetch_shared(void **state)
     for (int i = 0; i < 3; i++)
         login_clear(&l[i]);
     sesame_provider_unref(rt);
-    conf_free(p);
+    test_provider_conf_free(p);
 }
 
 /* ---- token endpoint failures ------------------------------------------------------------- */
@@ -890,7 +869,7 @@ test_token_slow_times_out(void **state)
     assert_no_secret(&l, l.ex_err);
     login_clear(&l);
     sesame_provider_unref(rt);
-    conf_free(p);
+    test_provider_conf_free(p);
 }
 
 static void
@@ -914,7 +893,7 @@ test_token_error(void **state)
     assert_non_null(strstr(l.ex_err, "HTTP 503"));
     login_clear(&l);
     sesame_provider_unref(rt);
-    conf_free(p);
+    test_provider_conf_free(p);
 }
 
 static void
@@ -960,7 +939,7 @@ test_code_refused(void **state)
     assert_null(strstr(l.ex_err, "wrong-secret"));
     login_clear(&l);
     sesame_provider_unref(rt);
-    conf_free(p);
+    test_provider_conf_free(p);
 }
 
 /* ---- availability ------------------------------------------------------------------------ */
@@ -1001,9 +980,9 @@ test_discovery_down_keeps_last_good(void **state)
     mockfc_scenario(&mock, "none", NULL);
     assert_int_equal(ensure(fresh, NULL), SESAME_PROVIDER_OK);
     sesame_provider_unref(fresh);
-    conf_free(q);
+    test_provider_conf_free(q);
     sesame_provider_unref(rt);
-    conf_free(p);
+    test_provider_conf_free(p);
 }
 
 static void
@@ -1021,7 +1000,7 @@ test_untrusted_tls(void **state)
     free(err);
     assert_int_equal(mockfc_count(&mock, "discovery", since, 0), 0);
     sesame_provider_unref(rt);
-    conf_free(p);
+    test_provider_conf_free(p);
 }
 
 /* ---- operations: cancellation and threads ------------------------------------------------ */
@@ -1062,7 +1041,7 @@ test_cancel(void **state)
     login_clear(&l);
     login_clear(&m);
     sesame_provider_unref(rt);
-    conf_free(p);
+    test_provider_conf_free(p);
 }
 
 static void
@@ -1085,7 +1064,7 @@ test_bad_arguments(void **state)
     login_clear(&l);
     assert_null(sesame_provider_ensure(rt, NULL, on_ensure, NULL));
     sesame_provider_unref(rt);
-    conf_free(p);
+    test_provider_conf_free(p);
 }
 
 struct thread_b {
@@ -1163,7 +1142,7 @@ test_fetch_shared_across_threads(void **state)
     free(a.err);
     free(tb.res.err);
     sesame_provider_unref(rt);
-    conf_free(p);
+    test_provider_conf_free(p);
 }
 
 /* ---- group -------------------------------------------------------------------------------- */

@@ -6,6 +6,8 @@
 #endif
 #include "test_provider_mockfc.h"
 
+#include "config/config.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -440,4 +442,31 @@ mockfc_authorize_code(struct mockfc *m, const char *url, const char *state)
     free(body);
     free(loc);
     return code;
+}
+
+void
+test_provider_conf_free(struct sesame_conf_provider *p)
+{
+    if (p == NULL)
+        return;
+    free(p->name);
+    free(p->issuer);
+    free(p->authorization_endpoint);
+    free(p->token_endpoint);
+    free(p->userinfo_endpoint);
+    free(p->jwks_uri);
+    free(p->end_session_endpoint);
+    free(p->client_id);
+    free(p->client_secret);
+    free(p->private_key_file);
+    free(p->scopes);
+    free(p->acr_values);
+    for (size_t i = 0; i < p->nauthorize_params; i++)
+        free(p->authorize_params[i]);
+    free(p->authorize_params);
+    free(p->ca_file);
+    for (size_t i = 0; i < p->ndecryption_key_files; i++)
+        free(p->decryption_key_files[i]);
+    free(p->decryption_key_files);
+    free(p);
 }

@@ -29,6 +29,11 @@ struct mockfc {
 
 /* A temporary directory (mkdtemp under $TMPDIR or /tmp); caller frees the
  * path and removes it with mockfc_rmtree. */
+struct sesame_conf_provider;
+/* Frees a provider configuration built by a test (every string field and
+ * list; NULL accepted). */
+void test_provider_conf_free(struct sesame_conf_provider *p);
+
 char *mockfc_tempdir(const char *tag);
 void mockfc_rmtree(const char *path);
 
