@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/util.h"
+
 /* While a job is in flight its timer stays pending (re-armed with this
  * period after the deadline, or from the start without a deadline) so that
  * the caller's loop keeps running until the job's end is collected. */
@@ -38,7 +40,7 @@ struct sesame_pool {
 static void
 arm(struct event *ev, uint64_t ms)
 {
-    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+    struct timeval tv = sesame_util_timeval_ms(ms);
     event_add(ev, &tv);
 }
 

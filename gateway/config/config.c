@@ -17,6 +17,7 @@
 
 #include "core/util.h"
 #include "http/parser.h"
+#include "oidc/jose.h"
 
 /* ------------------------------------------------------------------------
  * Loader state: errors accumulate; parsing goes on after an error so that
@@ -52,7 +53,22 @@ struct loader {
         int *key_lines;           /* per item, 0: default */
     } *seen;
     size_t nseen;
+    struct plist {                /* a `providers` list, resolved once every section is read */
+        void *obj;                /* the tenant or route */
+        char **names;
+        size_t n;
+        int line;
+    } *plists;
+    size_t nplists;
 };
+
+/* What sesame_conf_key_line reads after load (conf->lines). */
+struct conf_lines {
+    struct seen *seen;
+    size_t nseen;
+};
+
+static bool valid_section_name(const char *s);
 
 static void SESAME_PRINTF(4, 5)
 conf_error(struct loader *L, int line, const char *key, const char *fmt, ...)
@@ -104,14 +120,24 @@ set_string(struct loader *L, void *obj, const struct item *it, const char *value
     return SESAME_OK;
 }
 
+/* it->arg: 0 when 0 is a meaningful value of the key (off, no tolerance...),
+ * DUR_NONZERO when 0 would mean "never" or "at once" and is refused. */
+#define DUR_NONZERO 1
+
 static int
 set_duration(struct loader *L, void *obj, const struct item *it, const char *value, int line)
 {
-    if (sesame_util_parse_duration(value, FIELD(obj, it, uint64_t)) != SESAME_OK) {
+    uint64_t ms;
+    if (sesame_util_parse_duration(value, &ms) != SESAME_OK) {
         conf_error(L, line, it->key, "'%s' is not a duration (examples: 500ms, 30s, 10m, 8h, 2d)",
                    value);
         return SESAME_ERROR;
     }
+    if (ms == 0 && it->arg == DUR_NONZERO) {
+        conf_error(L, line, it->key, "must be longer than 0 (examples: 500ms, 30s, 10m)");
+        return SESAME_ERROR;
+    }
+    *FIELD(obj, it, uint64_t) = ms;
     return SESAME_OK;
 }
 
@@ -437,6 +463,22 @@ read_small_file(const char *path, char **out, size_t *outlen, char **msg)
     return SESAME_OK;
 }
 
+/* A file holding a secret or a private key must not be readable or writable
+ * by other users: the configuration is shared with many, the secrets only
+ * with the sesame user (and a group of it, so group access is fine). */
+static int
+check_private_file(struct loader *L, int line, const char *key, const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return SESAME_OK; /* unreadable: reported by the caller */
+    if ((st.st_mode & 0006) == 0)
+        return SESAME_OK;
+    conf_error(L, line, key, "%s is %s by other users (chmod 600 it)", path,
+               (st.st_mode & 0004) ? "readable" : "writable");
+    return SESAME_ERROR;
+}
+
 /* A *_file key whose content is stored, not the path (it->arg: minimum length). */
 static int
 set_secret_file(struct loader *L, void *obj, const struct item *it, const char *value, int line)
@@ -456,6 +498,11 @@ set_secret_file(struct loader *L, void *obj, const struct item *it, const char *
         free(content);
         return SESAME_ERROR;
     }
+    if (check_private_file(L, line, it->key, value) != SESAME_OK) {
+        OPENSSL_cleanse(content, n);
+        free(content);
+        return SESAME_ERROR;
+    }
     if (*f) {
         OPENSSL_cleanse(*f, strlen(*f));
         free(*f);
@@ -463,6 +510,10 @@ set_secret_file(struct loader *L, void *obj, const struct item *it, const char *
     *f = content;
     return SESAME_OK;
 }
+
+/* it->arg of set_readable_path(s): PATH_PRIVATE for a private key, which
+ * other users must not read (check_private_file). */
+#define PATH_PRIVATE 1
 
 /* A path that must name a readable file now. */
 static int
@@ -472,7 +523,11 @@ set_readable_path(struct loader *L, void *obj, const struct item *it, const char
         conf_error(L, line, it->key, "cannot read %s: %s", value, strerror(errno));
         return SESAME_ERROR;
     }
-    return set_string(L, obj, it, value, line);
+    if (it->arg == PATH_PRIVATE && check_private_file(L, line, it->key, value) != SESAME_OK)
+        return SESAME_ERROR;
+    struct item required = *it;
+    required.arg = 0;
+    return set_string(L, obj, &required, value, line);
 }
 
 static int
@@ -496,10 +551,15 @@ set_readable_paths(struct loader *L, void *obj, const struct item *it, const cha
         if (access(w[i], R_OK) != 0) {
             conf_error(L, line, it->key, "cannot read %s: %s", w[i], strerror(errno));
             rc = SESAME_ERROR;
+        } else if (it->arg == PATH_PRIVATE &&
+                   check_private_file(L, line, it->key, w[i]) != SESAME_OK) {
+            rc = SESAME_ERROR;
         }
     }
     free_words(w, nw);
-    return rc == SESAME_OK ? set_words(L, obj, it, value, line) : rc;
+    struct item required = *it;
+    required.arg = 0;
+    return rc == SESAME_OK ? set_words(L, obj, &required, value, line) : rc;
 }
 
 /* Session keys: the file holds at least 32 characters of secret (for
@@ -534,6 +594,8 @@ set_session_key(struct loader *L, void *obj, const struct item *it, const char *
         conf_error(L, line, it->key,
                    "the key in %s is too short: it needs at least 32 characters "
                    "(create one with: head -c 32 /dev/urandom | base64 > %s)", value, value);
+        rc = SESAME_ERROR;
+    } else if (check_private_file(L, line, it->key, value) != SESAME_OK) {
         rc = SESAME_ERROR;
     } else {
         bool prev = it->arg != 0;
@@ -628,6 +690,10 @@ set_algs(struct loader *L, void *obj, const struct item *it, const char *value, 
         }
         if (j == SESAME_ARRAY_LEN(alg_names)) {
             conf_error(L, line, it->key, "unknown algorithm '%s'", w[i]);
+            rc = SESAME_ERROR;
+        } else if (sesame_jose_alg_from_name(w[i]) != alg_names[j].bit) {
+            /* the verifier (oidc/jose.c) is the authority on what is checked */
+            conf_error(L, line, it->key, "'%s' is not supported by the token verifier", w[i]);
             rc = SESAME_ERROR;
         }
     }
@@ -939,8 +1005,133 @@ set_require(struct loader *L, void *obj, const struct item *it, const char *valu
         return rc;
     }
     c.text = sesame_strdup(value);
+    c.line = line;
     r->conds = sesame_realloc(r->conds, (r->nconds + 1) * sizeof(c));
     r->conds[r->nconds++] = c;
+    return SESAME_OK;
+}
+
+bool
+sesame_conf_reserved_authorize_param(const char *name, size_t len)
+{
+    static const char *const reserved[] = {
+        "response_type", "client_id",      "redirect_uri",          "scope",
+        "state",         "nonce",          "acr_values",            "code_challenge",
+        "code_challenge_method", "response_mode", "request",        "request_uri",
+    };
+    for (size_t i = 0; i < SESAME_ARRAY_LEN(reserved); i++)
+        if (strlen(reserved[i]) == len && memcmp(reserved[i], name, len) == 0)
+            return true;
+    return false;
+}
+
+static bool
+is_param_name_char(unsigned char c)
+{
+    return isalnum(c) || c == '_' || c == '.' || c == '-';
+}
+
+/* authorize_params = name=value ...: what the provider runtime would refuse
+ * at the first sign-in (oidc/provider.c build_params), refused here. */
+static int
+set_authorize_params(struct loader *L, void *obj, const struct item *it, const char *value,
+                     int line)
+{
+    struct sesame_conf_provider *p = obj;
+    size_t nw;
+    char **w = split_words(value, &nw);
+    int rc = SESAME_OK;
+    if (nw == 0) {
+        conf_error(L, line, it->key, "a value is required (name=value, e.g. prompt=login)");
+        rc = SESAME_ERROR;
+    }
+    for (size_t i = 0; i < nw; i++) {
+        const char *eq = strchr(w[i], '=');
+        size_t nl = eq ? (size_t)(eq - w[i]) : 0;
+        bool ok = eq != NULL && nl > 0 && nl <= 64;
+        for (size_t j = 0; ok && j < nl; j++)
+            ok = is_param_name_char((unsigned char)w[i][j]);
+        if (!ok) {
+            conf_error(L, line, it->key,
+                       "'%s' is not name=value with a name of letters, digits, '_', '.' or '-' "
+                       "(a space in a value is written %%20)", w[i]);
+            rc = SESAME_ERROR;
+            continue;
+        }
+        if (sesame_conf_reserved_authorize_param(w[i], nl)) {
+            conf_error(L, line, it->key,
+                       "%.*s is a parameter Sésame sets itself: it cannot be given here", (int)nl,
+                       w[i]);
+            rc = SESAME_ERROR;
+            continue;
+        }
+        bool twice = false;
+        for (size_t j = 0; j < p->nauthorize_params && !twice; j++)
+            twice = strncmp(p->authorize_params[j], w[i], nl) == 0 &&
+                    p->authorize_params[j][nl] == '=';
+        for (size_t j = 0; j < i && !twice; j++)
+            twice = strncmp(w[j], w[i], nl) == 0 && w[j][nl] == '=';
+        if (twice) {
+            conf_error(L, line, it->key, "%.*s is given twice", (int)nl, w[i]);
+            rc = SESAME_ERROR;
+            continue;
+        }
+        for (const unsigned char *v = (const unsigned char *)eq + 1; *v; v++) {
+            if (*v < 0x20 || *v == 0x7f) {
+                conf_error(L, line, it->key, "the value of %.*s holds a control character",
+                           (int)nl, w[i]);
+                rc = SESAME_ERROR;
+                break;
+            }
+            if (*v == '%' && (!isxdigit(v[1]) || !isxdigit(v[2]) || (v[1] == '0' && v[2] == '0'))) {
+                conf_error(L, line, it->key,
+                           "the value of %.*s has a bad %%XX escape (a %% is written %%25)",
+                           (int)nl, w[i]);
+                rc = SESAME_ERROR;
+                break;
+            }
+        }
+    }
+    free_words(w, nw);
+    if (rc != SESAME_OK)
+        return rc;
+    struct item required = *it;
+    required.arg = 0;
+    return set_words(L, obj, &required, value, line);
+}
+
+/* providers = a b c (tenants and routes): names checked now, resolved once
+ * every section is read (resolve_providers). */
+static int
+set_providers(struct loader *L, void *obj, const struct item *it, const char *value, int line)
+{
+    size_t nw;
+    char **w = split_words(value, &nw);
+    int rc = SESAME_OK;
+    if (nw == 0) {
+        conf_error(L, line, it->key, "a value is required: one or more [provider NAME] names");
+        rc = SESAME_ERROR;
+    }
+    for (size_t i = 0; i < nw; i++) {
+        if (!valid_section_name(w[i])) {
+            conf_error(L, line, it->key, "'%s' is not a provider name", w[i]);
+            rc = SESAME_ERROR;
+            continue;
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(w[i], w[j]) == 0) {
+                conf_error(L, line, it->key, "provider '%s' is listed twice", w[i]);
+                rc = SESAME_ERROR;
+                break;
+            }
+        }
+    }
+    if (rc != SESAME_OK) {
+        free_words(w, nw);
+        return rc;
+    }
+    L->plists = sesame_realloc(L->plists, (L->nplists + 1) * sizeof(*L->plists));
+    L->plists[L->nplists++] = (struct plist){obj, w, nw, line};
     return SESAME_OK;
 }
 
@@ -974,13 +1165,13 @@ static const struct item server_items[] = {
     {"listen", set_listen, 0, NULL, 0, NULL},
     {"workers", set_workers, OFF(S, workers), "auto", 0, NULL},
     {"tls_certificate", set_readable_path, OFF(S, tls_certificate), NULL, 0, NULL},
-    {"tls_certificate_key", set_readable_path, OFF(S, tls_certificate_key), NULL, 0, NULL},
-    {"header_timeout", set_duration, OFF(S, header_timeout_ms), "10s", 0, NULL},
-    {"body_timeout", set_duration, OFF(S, body_timeout_ms), "30s", 0, NULL},
-    {"idle_timeout", set_duration, OFF(S, idle_timeout_ms), "60s", 0, NULL},
-    {"upstream_connect_timeout", set_duration, OFF(S, upstream_connect_timeout_ms), "5s", 0, NULL},
-    {"upstream_read_timeout", set_duration, OFF(S, upstream_read_timeout_ms), "60s", 0, NULL},
-    {"upstream_idle_timeout", set_duration, OFF(S, upstream_idle_timeout_ms), "30s", 0, NULL},
+    {"tls_certificate_key", set_readable_path, OFF(S, tls_certificate_key), NULL, PATH_PRIVATE, NULL},
+    {"header_timeout", set_duration, OFF(S, header_timeout_ms), "10s", DUR_NONZERO, NULL},
+    {"body_timeout", set_duration, OFF(S, body_timeout_ms), "30s", DUR_NONZERO, NULL},
+    {"idle_timeout", set_duration, OFF(S, idle_timeout_ms), "60s", DUR_NONZERO, NULL},
+    {"upstream_connect_timeout", set_duration, OFF(S, upstream_connect_timeout_ms), "5s", DUR_NONZERO, NULL},
+    {"upstream_read_timeout", set_duration, OFF(S, upstream_read_timeout_ms), "60s", DUR_NONZERO, NULL},
+    {"upstream_idle_timeout", set_duration, OFF(S, upstream_idle_timeout_ms), "30s", DUR_NONZERO, NULL},
     {"shutdown_timeout", set_duration, OFF(S, shutdown_timeout_ms), "30s", 0, NULL},
     {"max_request_line", set_size, OFF(S, max_request_line), "8k", 1 << 20, NULL},
     {"max_header_size", set_size, OFF(S, max_header_size), "32k", 1 << 20, NULL},
@@ -996,10 +1187,10 @@ static const struct item server_items[] = {
     {"prefix", set_prefix, OFF(S, prefix), "/sesame/", 0, NULL},
     {"pid_file", set_string, OFF(S, pid_file), NULL, 0, NULL},
     {"templates_dir", set_readable_dir, OFF(S, templates_dir), NULL, 0, NULL},
-    {"assertion_key_file", set_readable_path, OFF(S, assertion_key_file), NULL, 0, NULL},
+    {"assertion_key_file", set_readable_path, OFF(S, assertion_key_file), NULL, PATH_PRIVATE, NULL},
     {"plugin_dir", set_string, OFF(S, plugin_dir), SESAME_PKGLIBDIR, 0, NULL},
     {"plugin_threads", set_int, OFF(S, plugin_threads), "4", 64, NULL},
-    {"plugin_timeout", set_duration, OFF(S, plugin_timeout_ms), "5s", 0, NULL},
+    {"plugin_timeout", set_duration, OFF(S, plugin_timeout_ms), "5s", DUR_NONZERO, NULL},
 };
 #undef S
 
@@ -1011,8 +1202,8 @@ static const struct item redis_items[] = {
     {"password", refuse_inline_secret, 0, NULL, 0, NULL},
     {"password_file", set_secret_file, OFF(R, password), NULL, 0, NULL},
     {"database", set_int, OFF(R, database), "0", 255, NULL},
-    {"connect_timeout", set_duration, OFF(R, connect_timeout_ms), "1s", 0, NULL},
-    {"command_timeout", set_duration, OFF(R, command_timeout_ms), "1s", 0, NULL},
+    {"connect_timeout", set_duration, OFF(R, connect_timeout_ms), "1s", DUR_NONZERO, NULL},
+    {"command_timeout", set_duration, OFF(R, command_timeout_ms), "1s", DUR_NONZERO, NULL},
     {"prefix", set_string, OFF(R, prefix), "sesame:", 0, NULL},
 };
 #undef R
@@ -1023,11 +1214,11 @@ static const struct item session_items[] = {
     {"secret", refuse_inline_secret, 0, NULL, 0, NULL},
     {"secret_file", set_session_key, 0, NULL, 0, NULL},
     {"previous_secret_file", set_session_key, 0, NULL, 1, NULL},
-    {"inactivity_timeout", set_duration, OFF(SS, inactivity_timeout_ms), "30m", 0, NULL},
-    {"max_lifetime", set_duration, OFF(SS, max_lifetime_ms), "12h", 0, NULL},
+    {"inactivity_timeout", set_duration, OFF(SS, inactivity_timeout_ms), "30m", DUR_NONZERO, NULL},
+    {"max_lifetime", set_duration, OFF(SS, max_lifetime_ms), "12h", DUR_NONZERO, NULL},
     {"touch_interval", set_duration, OFF(SS, touch_interval_ms), "60s", 0, NULL},
     {"cache_ttl", set_duration, OFF(SS, cache_ttl_ms), "5s", 0, NULL},
-    {"login_timeout", set_duration, OFF(SS, login_timeout_ms), "10m", 0, NULL},
+    {"login_timeout", set_duration, OFF(SS, login_timeout_ms), "10m", DUR_NONZERO, NULL},
 };
 #undef SS
 
@@ -1035,7 +1226,7 @@ static const struct item session_items[] = {
 static const struct item provider_items[] = {
     {"issuer", set_https_url, OFF(P, issuer), NULL, 0, NULL},
     {"discovery", set_bool, OFF(P, discovery), "on", 0, NULL},
-    {"discovery_refresh", set_duration, OFF(P, discovery_refresh_ms), "1h", 0, NULL},
+    {"discovery_refresh", set_duration, OFF(P, discovery_refresh_ms), "1h", DUR_NONZERO, NULL},
     {"authorization_endpoint", set_https_url, OFF(P, authorization_endpoint), NULL, 0, NULL},
     {"token_endpoint", set_https_url, OFF(P, token_endpoint), NULL, 0, NULL},
     {"userinfo_endpoint", set_https_url, OFF(P, userinfo_endpoint), NULL, 0, NULL},
@@ -1045,17 +1236,17 @@ static const struct item provider_items[] = {
     {"client_secret", refuse_inline_secret, 0, NULL, 0, NULL},
     {"client_secret_file", set_secret_file, OFF(P, client_secret), NULL, 0, NULL},
     {"token_auth", set_enum, OFF(P, token_auth), "client_secret_post", 0, token_auth_names},
-    {"private_key_file", set_readable_path, OFF(P, private_key_file), NULL, 0, NULL},
+    {"private_key_file", set_readable_path, OFF(P, private_key_file), NULL, PATH_PRIVATE, NULL},
     {"scopes", set_string, OFF(P, scopes), "openid given_name family_name birthdate", 0, NULL},
     {"acr_values", set_string, OFF(P, acr_values), "eidas1", 0, NULL},
     {"signing_algs", set_algs, OFF(P, signing_algs), "ES256 RS256", 0, NULL},
     {"userinfo", set_enum, OFF(P, userinfo), "jwt", 0, userinfo_names},
     {"pkce", set_bool, OFF(P, pkce), "off", 0, NULL},
-    {"authorize_params", set_words, OFF(P, authorize_params), NULL, 0, NULL},
+    {"authorize_params", set_authorize_params, OFF(P, authorize_params), NULL, 0, NULL},
     {"ca_file", set_readable_path, OFF(P, ca_file), NULL, 0, NULL},
-    {"decryption_key_files", set_readable_paths, OFF(P, decryption_key_files), NULL, 0, NULL},
+    {"decryption_key_files", set_readable_paths, OFF(P, decryption_key_files), NULL, PATH_PRIVATE, NULL},
     {"leeway", set_duration, OFF(P, leeway_ms), "60s", 0, NULL},
-    {"http_timeout", set_duration, OFF(P, http_timeout_ms), "5s", 0, NULL},
+    {"http_timeout", set_duration, OFF(P, http_timeout_ms), "5s", DUR_NONZERO, NULL},
     {"jwks_refetch_interval", set_duration, OFF(P, jwks_refetch_interval_ms), "60s", 0, NULL},
 };
 #undef P
@@ -1066,6 +1257,7 @@ static const struct item tenant_items[] = {
     {"hosts", set_hosts, OFF(T, hosts), NULL, 0, NULL},
     {"public_url", set_public_url, 0, NULL, 0, NULL},
     {"provider", set_ref, 0, NULL, 'p', NULL},
+    {"providers", set_providers, 0, NULL, 0, NULL},
     {"accounts", set_ref, 0, NULL, 'a', NULL},
     {"cookie_domain", set_host, OFF(T, cookie_domain), NULL, 0, NULL},
     {"logo_file", set_readable_path, OFF(T, logo_file), NULL, 0, NULL},
@@ -1088,6 +1280,7 @@ static const struct item route_items[] = {
     {"access", set_enum, OFF(RT, access), "required", 0, access_names},
     {"acr", set_acr, OFF(RT, acr), NULL, 0, NULL},
     {"provider", set_ref, 0, NULL, 'p', NULL},
+    {"providers", set_providers, 0, NULL, 0, NULL},
     {"claims", set_claims, OFF(RT, claims), NULL, 0, NULL},
     {"header_prefix", set_header_prefix, OFF(RT, header_prefix), "X-Sesame-", 0, NULL},
     {"header_encoding", set_enum, OFF(RT, header_encoding), "percent", 0, encoding_names},
@@ -1208,7 +1401,7 @@ repeatable(const struct item *it)
 {
     return it->set == set_listen || it->set == set_cidrs || it->set == set_require ||
            it->set == set_sentinels || it->set == set_hosts || it->set == set_readable_paths ||
-           (it->set == set_words);
+           it->set == set_words || it->set == set_authorize_params;
 }
 
 static void
@@ -1452,6 +1645,14 @@ parse_setting(struct loader *L, struct section *sec, char *text, int line)
             refuse_inline_secret(L, NULL, &it, value, line);
             return;
         }
+        size_t kl = strlen(key);
+        static const char *const private_suffixes[] = {"secret_file", "password_file", "key_file"};
+        for (size_t i = 0; i < SESAME_ARRAY_LEN(private_suffixes); i++) {
+            size_t sl = strlen(private_suffixes[i]);
+            if (kl >= sl && strcmp(key + kl - sl, private_suffixes[i]) == 0 &&
+                check_private_file(L, line, key, value) != SESAME_OK)
+                return;
+        }
         a->options = sesame_realloc(a->options, (a->noptions + 1) * sizeof(*a->options));
         a->options[a->noptions].key = sesame_strdup(key);
         a->options[a->noptions].value = sesame_strdup(value);
@@ -1498,6 +1699,309 @@ resolve_refs(struct loader *L)
 }
 
 static bool
+has_plist(const struct loader *L, const void *obj)
+{
+    for (size_t i = 0; i < L->nplists; i++)
+        if (L->plists[i].obj == obj)
+            return true;
+    return false;
+}
+
+static enum section_kind
+seen_kind(const struct loader *L, const void *obj)
+{
+    for (size_t i = 0; i < L->nseen; i++)
+        if (L->seen[i].obj == obj)
+            return L->seen[i].kind;
+    return SEC_SERVER;
+}
+
+/* `providers` lists: names to [provider NAME] sections. */
+static void
+resolve_providers(struct loader *L)
+{
+    struct sesame_conf *c = L->conf;
+    for (size_t i = 0; i < L->nplists; i++) {
+        struct plist *pl = &L->plists[i];
+        struct sesame_conf_provider **v = sesame_calloc(pl->n ? pl->n : 1, sizeof(*v));
+        size_t n = 0;
+        for (size_t j = 0; j < pl->n; j++) {
+            struct sesame_conf_provider *found = NULL;
+            for (size_t k = 0; k < c->nproviders && !found; k++)
+                if (strcmp(c->providers[k]->name, pl->names[j]) == 0)
+                    found = c->providers[k];
+            if (found == NULL)
+                conf_error(L, pl->line, "providers", "unknown provider '%s'", pl->names[j]);
+            else
+                v[n++] = found;
+        }
+        if (seen_kind(L, pl->obj) == SEC_TENANT) {
+            struct sesame_conf_tenant *t = pl->obj;
+            t->providers = v;
+            t->nproviders = n;
+        } else {
+            struct sesame_conf_route *r = pl->obj;
+            r->providers = v;
+            r->nproviders = n;
+        }
+    }
+}
+
+static bool
+provider_in(struct sesame_conf_provider *const *v, size_t n, const struct sesame_conf_provider *p)
+{
+    for (size_t i = 0; i < n; i++)
+        if (v[i] == p)
+            return true;
+    return false;
+}
+
+static struct sesame_conf_provider **
+provider_list_copy(struct sesame_conf_provider *const *v, size_t n)
+{
+    struct sesame_conf_provider **out = sesame_calloc(n ? n : 1, sizeof(*out));
+    if (n)
+        memcpy(out, v, n * sizeof(*out));
+    return out;
+}
+
+/* Writes the names of the n providers of v into buf: "a, b and c". */
+static const char *
+provider_names(char *buf, size_t size, struct sesame_conf_provider *const *v, size_t n)
+{
+    buf[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        size_t o = strlen(buf);
+        snprintf(buf + o, size - o, "%s%s", i == 0 ? "" : i + 1 == n ? " and " : ", ", v[i]->name);
+    }
+    return buf;
+}
+
+/* ------------------------------------------------------------------------
+ * Scopes and claims
+ */
+
+const char *
+sesame_conf_scope_claims(const char *scope)
+{
+    static const struct {
+        const char *scope, *claims;
+    } aliases[] = {
+        {"openid", "sub"},
+        {"profile", "given_name family_name birthdate gender preferred_username"},
+        {"birth", "birthplace birthcountry"},
+        {"identite_pivot", "given_name family_name birthdate gender birthplace birthcountry"},
+        /* FranceConnect's phone scope answers phone_number */
+        {"phone", "phone phone_number"},
+    };
+    for (size_t i = 0; i < SESAME_ARRAY_LEN(aliases); i++)
+        if (strcmp(scope, aliases[i].scope) == 0)
+            return aliases[i].claims;
+    return NULL;
+}
+
+static bool
+word_in(const char *words, const char *w)
+{
+    size_t n = strlen(w);
+    for (const char *p = words; *p;) {
+        while (*p == ' ' || *p == '\t')
+            p++;
+        size_t len = strcspn(p, " \t");
+        if (len == n && memcmp(p, w, n) == 0)
+            return true;
+        p += len;
+    }
+    return false;
+}
+
+bool
+sesame_conf_scopes_ask(const char *scopes, const char *claim)
+{
+    if (scopes == NULL || claim == NULL)
+        return false;
+    size_t nw;
+    char **w = split_words(scopes, &nw);
+    bool found = false;
+    for (size_t i = 0; i < nw && !found; i++) {
+        const char *alias = sesame_conf_scope_claims(w[i]);
+        found = alias ? word_in(alias, claim) : strcmp(w[i], claim) == 0;
+    }
+    free_words(w, nw);
+    return found;
+}
+
+/* Claims of the ID token itself, whatever the scopes. */
+static bool
+protocol_claim(const char *claim)
+{
+    static const char *const names[] = {
+        "iss", "sub", "aud", "exp", "iat", "nbf", "nonce", "acr", "amr", "auth_time", "azp",
+        "at_hash", "c_hash", "sid", "jti",
+    };
+    for (size_t i = 0; i < SESAME_ARRAY_LEN(names); i++)
+        if (strcmp(names[i], claim) == 0)
+            return true;
+    return false;
+}
+
+/* True when at least one of the providers is asked for claim (and so a
+ * citizen signed in with it may have it). */
+static bool
+some_provider_asks(struct sesame_conf_provider *const *v, size_t n, const char *claim)
+{
+    if (protocol_claim(claim))
+        return true;
+    for (size_t i = 0; i < n; i++)
+        if (sesame_conf_scopes_ask(v[i]->scopes, claim))
+            return true;
+    return false;
+}
+
+static const char *
+accounts_option(const struct sesame_conf_accounts *a, const char *key)
+{
+    for (size_t i = 0; i < a->noptions; i++)
+        if (strcmp(a->options[i].key, key) == 0)
+            return a->options[i].value;
+    return NULL;
+}
+
+/* The redis plugin with match = pivot links pre-registered citizens by
+ * their identité pivot (plugins/redis/store.c identity_hashes, gender left
+ * out). */
+static bool
+accounts_match_pivot(const struct sesame_conf_accounts *a)
+{
+    if (a->plugin == NULL)
+        return false;
+    const char *base = strrchr(a->plugin, '/');
+    base = base ? base + 1 : a->plugin;
+    bool redis = strcmp(a->plugin, "redis") == 0 || strcmp(base, "sesame_redis.so") == 0;
+    const char *match = accounts_option(a, "match");
+    return redis && match != NULL && strcmp(match, "pivot") == 0;
+}
+
+static const char *const pivot_claims[] = {"given_name", "family_name", "birthdate", "birthplace",
+                                           "birthcountry"};
+
+/* Every provider a citizen of tenant t may sign in with must ask for the
+ * claims of the identité pivot when t's accounts match by pivot: without
+ * them nobody is ever linked to a pre-registered account. */
+static void
+check_pivot_scopes(struct loader *L, const struct sesame_conf_tenant *t)
+{
+    struct sesame_conf *c = L->conf;
+    if (t->accounts == NULL || !accounts_match_pivot(t->accounts))
+        return;
+    /* the tenant's providers, then those of its routes that sign in */
+    struct sesame_conf_provider **v = NULL;
+    size_t n = 0;
+    for (size_t pass = 0; pass <= c->nroutes; pass++) {
+        struct sesame_conf_provider *const *list = t->providers;
+        size_t len = t->nproviders;
+        if (pass > 0) {
+            const struct sesame_conf_route *r = c->routes[pass - 1];
+            if (r->tenant != t || r->access == SESAME_ACCESS_PUBLIC)
+                continue;
+            list = r->providers;
+            len = r->nproviders;
+        }
+        for (size_t i = 0; i < len; i++) {
+            if (provider_in(v, n, list[i]))
+                continue;
+            v = sesame_realloc(v, (n + 1) * sizeof(*v));
+            v[n++] = list[i];
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct sesame_conf_provider *p = v[i];
+        char missing[256] = "";
+        for (size_t j = 0; j < SESAME_ARRAY_LEN(pivot_claims); j++)
+            if (!sesame_conf_scopes_ask(p->scopes, pivot_claims[j]))
+                snprintf(missing + strlen(missing), sizeof(missing) - strlen(missing), "%s%s",
+                         missing[0] ? " " : "", pivot_claims[j]);
+        if (missing[0] == '\0')
+            continue;
+        bool already = false; /* one message per provider and accounts section */
+        for (size_t k = 0; k < c->ntenants && c->tenants[k] != t && !already; k++) {
+            const struct sesame_conf_tenant *o = c->tenants[k];
+            if (o->accounts != t->accounts)
+                continue;
+            already = provider_in(o->providers, o->nproviders, p);
+            for (size_t m = 0; m < c->nroutes && !already; m++)
+                already = c->routes[m]->tenant == o &&
+                          c->routes[m]->access != SESAME_ACCESS_PUBLIC &&
+                          provider_in(c->routes[m]->providers, c->routes[m]->nproviders, p);
+        }
+        if (already)
+            continue;
+        conf_error(L, key_line(L, p, "scopes", p->line), "scopes",
+                   "[provider %s] does not ask for %s, which [accounts %s] (match = pivot) of "
+                   "[tenant %s] needs to link citizens by identité pivot: add these scopes or "
+                   "identite_pivot", p->name, missing, t->accounts->name, t->name);
+    }
+    free(v);
+}
+
+/* A claim released by a route, or tested by one of its conditions, must be
+ * asked for by the scopes of one of the route's providers: otherwise the
+ * header is never sent, the condition never holds. */
+static void
+check_route_claims(struct loader *L, const struct sesame_conf_route *r)
+{
+    if (r->nproviders == 0)
+        return;
+    char names[512];
+    for (size_t i = 0; i < r->nclaims; i++) {
+        if (some_provider_asks(r->providers, r->nproviders, r->claims[i]))
+            continue;
+        conf_error(L, key_line(L, r, "claims", section_line(L, r)), "claims",
+                   "[route %s] releases the claim %s, which the scopes of %s never ask for",
+                   r->name, r->claims[i], provider_names(names, sizeof(names), r->providers,
+                                                         r->nproviders));
+    }
+    for (size_t i = 0; i < r->nconds; i++) {
+        const struct sesame_cond *cd = &r->conds[i];
+        const char *claim = cd->op == SESAME_COND_AGE_GE   ? "birthdate"
+                            : cd->op == SESAME_COND_CLAIM_EQ ? cd->name
+                                                             : NULL;
+        if (claim == NULL || some_provider_asks(r->providers, r->nproviders, claim))
+            continue;
+        conf_error(L, cd->line ? cd->line : section_line(L, r), "require",
+                   "[route %s]: '%s' needs the claim %s, which the scopes of %s never ask for",
+                   r->name, cd->text, claim,
+                   provider_names(names, sizeof(names), r->providers, r->nproviders));
+    }
+}
+
+/* cookie_domain: the cookie must reach every host of the tenant, and a
+ * top-level domain would hand it to every site under it. */
+static void
+check_cookie_domain(struct loader *L, const struct sesame_conf_tenant *t)
+{
+    const char *d = t->cookie_domain;
+    if (d == NULL)
+        return;
+    int line = key_line(L, t, "cookie_domain", section_line(L, t));
+    if (strchr(d, '.') == NULL || d[strlen(d) - 1] == '.') {
+        conf_error(L, line, "cookie_domain",
+                   "'%s' is a top-level domain: the session cookie would go to every site "
+                   "under it (give the commune's domain, ville-arbre.fr)", d);
+        return;
+    }
+    size_t dl = strlen(d);
+    for (size_t i = 0; i < t->nhosts; i++) {
+        const char *h = t->hosts[i];
+        size_t hl = strlen(h);
+        bool ok = strcmp(h, d) == 0 ||
+                  (hl > dl + 1 && h[hl - dl - 1] == '.' && strcmp(h + hl - dl, d) == 0);
+        if (!ok)
+            conf_error(L, line, "cookie_domain", "'%s' is not a parent of host '%s'", d, h);
+    }
+}
+
+static bool
 route_in_tenant_host(const struct sesame_conf_route *r)
 {
     for (size_t i = 0; i < r->tenant->nhosts; i++)
@@ -1532,19 +2036,55 @@ validate(struct loader *L, int last_line)
             conf_error(L, p->line, "issuer", "[provider %s] needs an issuer", p->name);
         if (p->client_id == NULL)
             conf_error(L, p->line, "client_id", "[provider %s] needs a client_id", p->name);
+        /* the acr_values are the minimum level of every route that names none
+         * (oidc/provider.c takes their lowest eIDAS level): with none known,
+         * every sign-in would be refused */
+        if (p->acr_values != NULL) {
+            size_t na;
+            char **a = split_words(p->acr_values, &na);
+            bool known = false;
+            for (size_t j = 0; j < na; j++)
+                known |= sesame_jose_acr_rank(a[j]) > 0;
+            free_words(a, na);
+            if (!known)
+                conf_error(L, key_line(L, p, "acr_values", p->line), "acr_values",
+                           "[provider %s]: '%s' holds no eIDAS level (eidas1, eidas2, eidas3): "
+                           "every sign-in would be refused", p->name, p->acr_values);
+        }
+        if (p->http_timeout_ms > 3600 * 1000)
+            conf_error(L, key_line(L, p, "http_timeout", p->line), "http_timeout",
+                       "[provider %s]: at most 1h", p->name);
+        int auth_line = key_line(L, p, "token_auth", p->line);
         if (p->token_auth == SESAME_AUTH_PRIVATE_KEY_JWT) {
+            /* that the key loads and signs is checked by gate/runtime.c */
             if (p->private_key_file == NULL)
-                conf_error(L, p->line, "private_key_file",
+                conf_error(L, auth_line, "private_key_file",
                            "[provider %s] uses private_key_jwt and needs private_key_file", p->name);
         } else if (p->client_secret == NULL) {
-            conf_error(L, p->line, "client_secret_file", "[provider %s] needs client_secret_file",
-                       p->name);
+            conf_error(L, auth_line, "client_secret_file",
+                       "[provider %s] needs client_secret_file (token_auth = %s)", p->name,
+                       token_auth_names[p->token_auth]);
+        }
+        unsigned hs = SESAME_ALG_HS256 | SESAME_ALG_HS384 | SESAME_ALG_HS512;
+        if ((p->signing_algs & hs) != 0 && p->client_secret == NULL) {
+            char list[64] = "";
+            for (size_t j = 0; j < SESAME_ARRAY_LEN(alg_names); j++)
+                if ((alg_names[j].bit & hs & p->signing_algs) != 0)
+                    snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s",
+                             list[0] ? " " : "", alg_names[j].name);
+            conf_error(L, key_line(L, p, "signing_algs", p->line), "signing_algs",
+                       "[provider %s]: %s tokens are verified with the client secret, and the "
+                       "provider has no client_secret_file", p->name, list);
         }
         if (!p->discovery && (p->authorization_endpoint == NULL || p->token_endpoint == NULL ||
                               p->jwks_uri == NULL))
-            conf_error(L, p->line, "discovery",
+            conf_error(L, key_line(L, p, "discovery", p->line), "discovery",
                        "[provider %s] has discovery off: give authorization_endpoint, "
                        "token_endpoint and jwks_uri", p->name);
+        else if (!p->discovery && p->userinfo != SESAME_USERINFO_OFF && p->userinfo_endpoint == NULL)
+            conf_error(L, key_line(L, p, "discovery", p->line), "userinfo_endpoint",
+                       "[provider %s] has discovery off: give userinfo_endpoint (or userinfo = off)",
+                       p->name);
         size_t nw;
         char **w = split_words(p->scopes ? p->scopes : "", &nw);
         bool openid = false;
@@ -1582,6 +2122,21 @@ validate(struct loader *L, int last_line)
                 if (strcmp(t->hosts[k], t->hosts[j]) == 0)
                     conf_error(L, line, "hosts", "host %s is listed twice", t->hosts[j]);
         }
+        check_cookie_domain(L, t);
+        /* the effective providers: `providers`, else `provider` */
+        if (has_plist(L, t)) {
+            if (t->provider != NULL && !provider_in(t->providers, t->nproviders, t->provider)) {
+                char names[512];
+                conf_error(L, key_line(L, t, "provider", line), "provider",
+                           "'%s' is not one of the tenant's providers (%s)", t->provider->name,
+                           provider_names(names, sizeof(names), t->providers, t->nproviders));
+            } else if (t->provider == NULL && t->nproviders > 0) {
+                t->provider = t->providers[0];
+            }
+        } else if (t->provider != NULL) {
+            t->providers = provider_list_copy(&t->provider, 1);
+            t->nproviders = 1;
+        }
     }
     if (c->ntenants == 0)
         conf_error(L, last_line, "tenant", "no [tenant NAME] section: at least one commune is needed");
@@ -1601,6 +2156,21 @@ validate(struct loader *L, int last_line)
                 conf_error(L, line, "tenant", "[route %s] needs a tenant", r->name);
             continue;
         }
+        /* the effective providers: `providers`, else `provider`, else the tenant's */
+        if (has_plist(L, r)) {
+            if (r->provider != NULL && !provider_in(r->providers, r->nproviders, r->provider)) {
+                char names[512];
+                conf_error(L, key_line(L, r, "provider", line), "provider",
+                           "'%s' is not one of the route's providers (%s)", r->provider->name,
+                           provider_names(names, sizeof(names), r->providers, r->nproviders));
+            }
+        } else if (r->provider != NULL) {
+            r->providers = provider_list_copy(&r->provider, 1);
+            r->nproviders = 1;
+        } else {
+            r->providers = provider_list_copy(r->tenant->providers, r->tenant->nproviders);
+            r->nproviders = r->tenant->nproviders;
+        }
         if (r->upstream.ca_file && !r->upstream.tls)
             conf_error(L, key_line(L, r, "upstream_ca_file", line), "upstream_ca_file",
                        "[route %s]: upstream_ca_file is for https:// upstreams only", r->name);
@@ -1618,15 +2188,18 @@ validate(struct loader *L, int last_line)
         }
         if (r->access != SESAME_ACCESS_PUBLIC) {
             needs_session = true;
-            if (r->provider == NULL && r->tenant->provider == NULL)
+            if (r->nproviders == 0 && !has_plist(L, r))
                 conf_error(L, line, "provider",
                            "[route %s] is not public but neither it nor [tenant %s] names a provider",
                            r->name, r->tenant->name);
         }
+        check_route_claims(L, r);
         if (r->assertion && c->server.assertion_key_file == NULL)
             conf_error(L, key_line(L, r, "assertion", line), "assertion", "[route %s] asks for an assertion: set assertion_key_file in [server]",
                        r->name);
     }
+    for (size_t i = 0; i < c->ntenants; i++)
+        check_pivot_scopes(L, c->tenants[i]);
     for (size_t i = 0; i < c->naccounts; i++)
         if (c->accounts[i]->plugin == NULL)
             conf_error(L, c->accounts[i]->line, "plugin", "[accounts %s] needs a plugin (redis, http or a path)",
@@ -1681,6 +2254,7 @@ free_tenant(struct sesame_conf_tenant *t)
     free(t->display_name);
     free_words(t->hosts, t->nhosts);
     free(t->public_url);
+    free(t->providers);
     free(t->cookie_domain);
     free(t->logo_file);
     free(t->accent_color);
@@ -1702,6 +2276,7 @@ free_route(struct sesame_conf_route *r)
     free(r->upstream.tls_name);
     free(r->upstream.ca_file);
     free(r->acr);
+    free(r->providers);
     free_words(r->claims, r->nclaims);
     free(r->header_prefix);
     for (size_t i = 0; i < r->nconds; i++) {
@@ -1773,6 +2348,13 @@ conf_free(struct sesame_conf *c)
     for (size_t i = 0; i < c->naccounts; i++)
         free_accounts(c->accounts[i]);
     free(c->accounts);
+    struct conf_lines *lines = c->lines;
+    if (lines) {
+        for (size_t i = 0; i < lines->nseen; i++)
+            free(lines->seen[i].key_lines);
+        free(lines->seen);
+        free(lines);
+    }
     free(c->path);
     free(c);
 }
@@ -1836,11 +2418,17 @@ sesame_conf_load(const char *path, char **errors)
         if (!seen_single[SEC_SERVER])
             conf_error(&L, line, "server", "section [server] is missing");
         resolve_refs(&L);
+        resolve_providers(&L);
         validate(&L, line);
     }
-    for (size_t i = 0; i < L.nseen; i++)
-        free(L.seen[i].key_lines);
-    free(L.seen);
+    /* kept for sesame_conf_key_line */
+    struct conf_lines *lines = sesame_calloc(1, sizeof(*lines));
+    lines->seen = L.seen;
+    lines->nseen = L.nseen;
+    L.conf->lines = lines;
+    for (size_t i = 0; i < L.nplists; i++)
+        free_words(L.plists[i].names, L.plists[i].n);
+    free(L.plists);
     for (size_t i = 0; i < L.nrefs; i++) {
         free(*L.refs[i].name);
         free(L.refs[i].name);
@@ -1953,6 +2541,38 @@ sesame_conf_is_trusted_proxy(const struct sesame_conf *conf, const struct sockad
         return true;
     }
     return false;
+}
+
+int
+sesame_conf_key_line(const struct sesame_conf *conf, const void *section, const char *key)
+{
+    const struct conf_lines *lines = conf->lines;
+    if (lines == NULL)
+        return 0;
+    int header = 0;
+    for (size_t i = 0; i < lines->nseen; i++) {
+        const struct seen *s = &lines->seen[i];
+        if (s->obj != section)
+            continue;
+        if (s->line != 0)
+            header = s->line;
+        const struct section_def *d = &sections[s->kind];
+        for (size_t j = 0; j < d->nitems; j++)
+            if (strcmp(d->items[j].key, key) == 0 && s->key_lines[j] != 0)
+                return s->key_lines[j];
+    }
+    if (key != NULL) {
+        /* an option of an [accounts] section */
+        for (size_t i = 0; i < conf->naccounts; i++) {
+            const struct sesame_conf_accounts *a = conf->accounts[i];
+            if (a != section)
+                continue;
+            for (size_t j = 0; j < a->noptions; j++)
+                if (strcmp(a->options[j].key, key) == 0)
+                    return a->options[j].line;
+        }
+    }
+    return header;
 }
 
 const struct sesame_conf_provider *

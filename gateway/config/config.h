@@ -12,7 +12,16 @@
  *   [tenant ville-a]              a named section
  *   key = value                   a setting; repeatable keys append
  * Durations: 500ms 30s 10m 8h 2d. Sizes: 512 64k 32m 1g. Booleans: on/off.
- * Secrets are never written inline: *_file keys name a file holding them.
+ * Durations are kept in milliseconds and honoured to the millisecond (convert
+ * them with sesame_util_timeval_ms, never "ms / 1000"); the keys where 0 would
+ * mean "never" or "at once" refuse 0 at load.
+ * Secrets are never written inline: *_file keys name a file holding them,
+ * and a secret file readable or writable by other users (mode & 0006) is
+ * refused (group-readable is fine: a sesame group).
+ *
+ * Everything that can be checked without contacting anybody is checked at
+ * load (sesame -t): what needs OpenSSL or jose (key files, pages, plugins)
+ * by gate/runtime.c, the rest here; see sesame_conf_load.
  */
 #ifndef SESAME_CONFIG_CONFIG_H
 #define SESAME_CONFIG_CONFIG_H
@@ -144,12 +153,17 @@ struct sesame_conf_provider {
     char *client_secret;            /* read from client_secret_file */
     enum sesame_token_auth token_auth;
     char *private_key_file;         /* for private_key_jwt (PEM) */
-    char *scopes;                   /* space-separated, contains "openid" */
+    char *scopes;                   /* space-separated, contains "openid"; the claims
+                                       they ask for: sesame_conf_scope_claims */
     char *acr_values;               /* space-separated, may be NULL */
-    unsigned signing_algs;          /* enum sesame_alg bits */
+    unsigned signing_algs;          /* enum sesame_alg bits, never 0; HS* only with a
+                                       client secret */
     enum sesame_userinfo_format userinfo;
     bool pkce;                      /* send PKCE S256 */
-    char **authorize_params;        /* extra "k=v" parameters sent verbatim */
+    char **authorize_params;        /* extra "name=value" parameters (checked at load:
+                                       name of [A-Za-z0-9_.-], not reserved (see
+                                       sesame_conf_reserved_authorize_param), not
+                                       repeated; value with valid %XX escapes) */
     size_t nauthorize_params;
     char *ca_file;                  /* NULL: system trust store */
     char **decryption_key_files;    /* JWE private keys (PEM or JWK) */
@@ -165,9 +179,18 @@ struct sesame_conf_tenant {
     char **hosts;                   /* lower-case host names (no port) */
     size_t nhosts;
     char *public_url;               /* scheme://host[:port], no trailing slash */
-    struct sesame_conf_provider *provider;      /* the default provider */
+    struct sesame_conf_provider *provider;      /* the default provider to sign in with
+                                                   (`provider`, else the first of
+                                                   `providers`); NULL: none */
+    /* `providers = a b c`: the providers whose sessions this tenant's requests
+     * accept. The effective list after load, never empty on a tenant that has
+     * a provider: `providers` when given (then `provider` is one of them),
+     * else just `provider`; empty only when the tenant names no provider. */
+    struct sesame_conf_provider **providers;
+    size_t nproviders;
     struct sesame_conf_accounts *accounts;      /* NULL: the provider's sub is the account */
-    char *cookie_domain;            /* NULL: host-only cookie */
+    char *cookie_domain;            /* NULL: host-only cookie; else equal to or a parent
+                                       of every host (never a bare TLD) */
     bool cookie_secure;             /* false only for plain-HTTP localhost public URLs */
     char *logo_file;
     char *accent_color;             /* "#RRGGBB" */
@@ -201,6 +224,7 @@ struct sesame_cond {
     char *value;
     long number;
     char *text;                     /* as written, for the 403 page */
+    int line;                       /* of its require line, for messages */
 };
 
 struct sesame_upstream_addr {
@@ -224,8 +248,21 @@ struct sesame_conf_route {
     bool preserve_host;             /* forward the client's Host (default on) */
     enum sesame_access access;
     char *acr;                      /* minimum acr, NULL: the provider's */
-    struct sesame_conf_provider *provider; /* NULL: the tenant's */
-    char **claims;                  /* claims released to the upstream */
+    /* `provider`: the provider a sign-in started on this route goes to. NULL
+     * when the route names none: with its own `providers`, "let the citizen
+     * choose among route->providers"; without, the tenant's default. */
+    struct sesame_conf_provider *provider;
+    /* The providers whose sessions this route accepts. The effective list
+     * after load: the route's `providers` when given (its `provider`, if
+     * any, is one of them), else its `provider` alone, else the tenant's
+     * effective list. Any configured provider may be listed (not only the
+     * tenant's); empty only when neither the route nor its tenant names a
+     * provider (then the route is public). */
+    struct sesame_conf_provider **providers;
+    size_t nproviders;
+    char **claims;                  /* claims released to the upstream, each asked by
+                                       the scopes of at least one of `providers`
+                                       (or a protocol claim: sub, acr, amr...) */
     size_t nclaims;
     char *header_prefix;            /* "X-Sesame-" */
     enum sesame_header_encoding header_encoding;
@@ -270,6 +307,7 @@ struct sesame_conf {
      * keys: gate/runtime.h), owned by it and freed with it. */
     void *runtime;
     void (*runtime_free)(void *runtime);
+    void *lines;                    /* where each key was written (sesame_conf_key_line) */
 };
 
 /* Loads and validates the file at `path`. On success returns the
@@ -300,5 +338,36 @@ bool sesame_conf_is_trusted_proxy(const struct sesame_conf *conf, const struct s
 
 const struct sesame_conf_provider *sesame_conf_find_provider(const struct sesame_conf *conf,
                                                              const char *name);
+
+/* The line where `key` was written in the section whose object is `section`
+ * (&conf->server, &conf->redis, &conf->session, or a provider, tenant, route
+ * or accounts of conf); the section header's line when the key was left to
+ * its default (0 for [server], [redis], [session] then). For repeatable keys,
+ * the last line. For messages "FILE:LINE: key: message" made after load
+ * (gate/runtime.c). */
+int sesame_conf_key_line(const struct sesame_conf *conf, const void *section, const char *key);
+
+/* The claims a scope word asks for when it is an alias (FranceConnect's),
+ * space-separated (static string):
+ *   openid          sub
+ *   profile         given_name family_name birthdate gender preferred_username
+ *   birth           birthplace birthcountry
+ *   identite_pivot  given_name family_name birthdate gender birthplace birthcountry
+ *   phone           phone phone_number
+ * NULL for any other word, which asks for the claim of the same name
+ * (given_name, family_name, birthdate, email...). */
+const char *sesame_conf_scope_claims(const char *scope);
+
+/* True when the space-separated `scopes` ask for `claim` (see
+ * sesame_conf_scope_claims). */
+bool sesame_conf_scopes_ask(const char *scopes, const char *claim);
+
+/* True for the names of authorization request parameters the gateway sets
+ * itself, refused in authorize_params: response_type, client_id,
+ * redirect_uri, scope, state, nonce, acr_values, code_challenge,
+ * code_challenge_method (the protocol), response_mode (the callback reads
+ * the query), request and request_uri (they would replace every parameter).
+ * prompt, login_hint, claims, ui_locales... are allowed. */
+bool sesame_conf_reserved_authorize_param(const char *name, size_t len);
 
 #endif

@@ -268,6 +268,29 @@ sesame_util_ascii_ieq(const char *s, size_t n, const char *lit)
     return lit[i] == '\0';
 }
 
+struct timeval
+sesame_util_timeval_ms(uint64_t ms)
+{
+    struct timeval tv;
+    uint64_t sec = ms / 1000;
+    /* time_t is signed and at least 32 bits: cap at its largest value */
+    uint64_t max = sizeof(time_t) >= 8 ? (uint64_t)INT64_MAX : (uint64_t)INT32_MAX;
+    if (sec > max) {
+        tv.tv_sec = (time_t)max;
+        tv.tv_usec = 0;
+        return tv;
+    }
+    tv.tv_sec = (time_t)sec;
+    tv.tv_usec = (suseconds_t)((ms % 1000) * 1000);
+    return tv;
+}
+
+uint64_t
+sesame_util_ms_to_s_ceil(uint64_t ms)
+{
+    return ms / 1000 + (ms % 1000 != 0);
+}
+
 int64_t
 sesame_util_now(void)
 {

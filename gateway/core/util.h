@@ -5,6 +5,8 @@
 #ifndef SESAME_CORE_UTIL_H
 #define SESAME_CORE_UTIL_H
 
+#include <sys/time.h>
+
 #include <openssl/evp.h>
 
 #include "core/common.h"
@@ -55,6 +57,17 @@ void sesame_util_hex(char *out, const void *in, size_t n);
 
 /* Case-insensitive ASCII comparison of s (length n) with the NUL-terminated lit. */
 bool sesame_util_ascii_ieq(const char *s, size_t n, const char *lit);
+
+/* The struct timeval of a duration in milliseconds, exactly (500 ms is
+ * {0, 500000}, never rounded to a whole second). Every conversion of a
+ * configured duration for libevent or hiredis goes through it: a hand-written
+ * "ms / 1000" turns a sub-second duration into 0, which means "no timeout" or
+ * "expire at once". Durations beyond what time_t holds are capped. */
+struct timeval sesame_util_timeval_ms(uint64_t ms);
+
+/* Whole seconds of a duration in milliseconds, rounded up (500 ms is 1 s),
+ * for the APIs that count in seconds: a sub-second setting never becomes 0. */
+uint64_t sesame_util_ms_to_s_ceil(uint64_t ms);
 
 /* Current wall-clock time in seconds and monotonic time in milliseconds. */
 int64_t sesame_util_now(void);

@@ -60,7 +60,7 @@ stop_cb(evutil_socket_t fd, short what, void *arg)
         return;
     w->draining = true;
     uint64_t ms = w->conf->server.shutdown_timeout_ms;
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    struct timeval tv = sesame_util_timeval_ms(ms);
     evtimer_add(w->drain_timer, &tv);
     sesame_server_drain(w->server);
 }

@@ -6,6 +6,12 @@
  * Built by the main thread after sesame_conf_load (also by `sesame -t`, so
  * that a broken template or plugin fails the check) and owned by the
  * configuration (conf->runtime), freed with it.
+ *
+ * Building it also checks, with OpenSSL and jose, what would otherwise fail
+ * only at the first sign-in or request: the private_key_jwt signing key and
+ * the decryption keys load, every check of sesame_provider_registry_get
+ * passes (sesame_provider_check), the CA bundles (ca_file,
+ * upstream_ca_file) hold a certificate.
  */
 #ifndef SESAME_GATE_RUNTIME_H
 #define SESAME_GATE_RUNTIME_H
@@ -22,7 +28,9 @@ struct sesame_runtime_tenant {
     char *theme_css;                         /* the tenant's theme stylesheet */
     size_t theme_len;
     struct sesame_account *accounts;         /* NULL: the provider's sub is the account */
-    /* sign-in page: the tenant's providers, FranceConnect first */
+    /* sign-in page: the tenant's providers (its default one, its
+     * `providers`, and every provider of each of its routes that sign in),
+     * FranceConnect first */
     struct sesame_page_provider providers[SESAME_PAGE_MAX_PROVIDERS];
     size_t nproviders;
     const char *claims[SESAME_PAGE_MAX_CLAIMS]; /* claim names released to its routes */

@@ -14,6 +14,8 @@
 #include <event2/event.h>
 #include <event2/event_struct.h>
 
+#include "core/util.h"
+
 #define MAX_URL 8192
 #define MAX_HEADER_LINE 8192
 #define MAX_TIMEOUT_MS (3600u * 1000u)
@@ -292,7 +294,7 @@ timer_cb(CURLM *multi, long timeout_ms, void *userp)
     if (timeout_ms < 0) {
         evtimer_del(h->timer);
     } else {
-        struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+        struct timeval tv = sesame_util_timeval_ms((uint64_t)timeout_ms);
         evtimer_add(h->timer, &tv);
     }
     return 0;

@@ -37,12 +37,6 @@ static const char *const ep_names[EP_COUNT] = {
     "end_session_endpoint",
 };
 
-/* Parameters the gateway sets itself: never taken from authorize_params. */
-static const char *const reserved_params[] = {
-    "response_type", "client_id", "redirect_uri", "scope", "state", "nonce",
-    "acr_values", "code_challenge", "code_challenge_method",
-};
-
 /* Claims of the ID token that userinfo never overrides. */
 static const char *const protocol_claims[] = {
     "iss", "sub", "aud", "exp", "iat", "nbf", "nonce", "acr", "amr", "auth_time", "azp",
@@ -533,12 +527,12 @@ build_params(struct settings *s, char **err)
                                        "with a name of letters, digits, '_', '.' or '-'",
                                   s->name, w);
         }
-        for (size_t r = 0; r < SESAME_ARRAY_LEN(reserved_params); r++) {
-            if (strlen(reserved_params[r]) == nl && memcmp(reserved_params[r], w, nl) == 0) {
-                free(q);
-                return sesame_err_set(err, "[provider %s] authorize_params: %.*s is set by the "
-                                           "gateway itself", s->name, (int)nl, w);
-            }
+        /* parameters the gateway sets itself: the list is the loader's, which
+         * refuses them already at load */
+        if (sesame_conf_reserved_authorize_param(w, nl)) {
+            free(q);
+            return sesame_err_set(err, "[provider %s] authorize_params: %.*s is set by the "
+                                       "gateway itself", s->name, (int)nl, w);
         }
         for (size_t j = 0; j < i; j++) {
             const char *o = s->params[j];
@@ -993,6 +987,18 @@ sesame_provider_registry_get(const struct sesame_conf_provider *p, char **err)
     sesame_provider_ref(rt);
     pthread_mutex_unlock(&reg_mu);
     return rt;
+}
+
+int
+sesame_provider_check(const struct sesame_conf_provider *p, char **err)
+{
+    if (p == NULL || p->name == NULL)
+        return sesame_err_set(err, "provider: no configuration");
+    struct settings s;
+    if (settings_build(&s, p, err) != SESAME_OK)
+        return SESAME_ERROR;
+    settings_clear(&s);
+    return SESAME_OK;
 }
 
 void
@@ -1638,7 +1644,8 @@ fill_expect(const struct sesame_provider_op *op, struct sesame_jose_expect *e)
     e->nonce = op->nonce;
     e->min_acr = NULL; /* checked separately, for its own status */
     e->now = op->now;
-    e->leeway_s = (int64_t)(op->rt->s.leeway_ms / 1000);
+    /* rounded up: a leeway of 500ms tolerates 1 s, never 0 */
+    e->leeway_s = (int64_t)sesame_util_ms_to_s_ceil(op->rt->s.leeway_ms);
     e->max_age_s = 0;
 }
 

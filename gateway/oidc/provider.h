@@ -100,6 +100,13 @@ const char *sesame_provider_status_name(enum sesame_provider_status st);
 struct sesame_provider *sesame_provider_registry_get(const struct sesame_conf_provider *p,
                                                      char **err);
 
+/* Runs the checks sesame_provider_registry_get runs when it builds a
+ * runtime (the same code: settings, authorize_params, key files loaded),
+ * without touching the registry. For the load-time check (gate/runtime.c,
+ * sesame -t), so that a provider that would be refused at the first sign-in
+ * is refused at load. Returns SESAME_OK, or SESAME_ERROR with *err set. */
+int sesame_provider_check(const struct sesame_conf_provider *p, char **err);
+
 /* Drops the registry's references (at shutdown, after the workers stopped). */
 void sesame_provider_registry_clear(void);
 

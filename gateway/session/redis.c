@@ -164,7 +164,7 @@ role_name(enum link_role role)
 static void
 timer_after(struct event *ev, uint64_t ms)
 {
-    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+    struct timeval tv = sesame_util_timeval_ms(ms);
     evtimer_add(ev, &tv);
 }
 

@@ -298,8 +298,7 @@ sesame_store_options_parse(struct sesame_store_options *o, const struct sesame_p
 redisContext *
 sesame_store_connect(const struct sesame_store_server *srv, char **err)
 {
-    struct timeval tv = {.tv_sec = (time_t)(srv->timeout_ms / 1000),
-                         .tv_usec = (suseconds_t)(srv->timeout_ms % 1000) * 1000};
+    struct timeval tv = sesame_util_timeval_ms(srv->timeout_ms);
     redisContext *c = srv->unix_path ? redisConnectUnixWithTimeout(srv->unix_path, tv)
                                      : redisConnectWithTimeout(srv->host, srv->port, tv);
     const char *where = srv->unix_path ? srv->unix_path : srv->host;

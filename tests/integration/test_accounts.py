@@ -488,6 +488,7 @@ def test_wrong_abi_version_refused_by_config_check(tmp_path):
     # and a plugin of the right version passes the same check
     secret = tmp_path / "grc.secret"
     secret.write_text("0123456789abcdef0123456789abcdef\n")
+    os.chmod(secret, 0o600)
     conf.write_text(BAD_ABI_CONF.format(plugin="http") + "url = https://127.0.0.1:1/x\n"
                     "secret_file = %s\n" % secret)
     rc, out = check_config(str(conf))

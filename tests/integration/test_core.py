@@ -544,6 +544,7 @@ def test_bad_tls_key_refuses_to_start(tmp):
     bad = os.path.join(tmp, "bad.pem")
     with open(bad, "w") as f:
         f.write("not a certificate\n")
+    os.chmod(bad, 0o600)
     conf = base_conf(tmp, port, """
 [route a]
 tenant = ville-a

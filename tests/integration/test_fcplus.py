@@ -29,8 +29,10 @@ def write_key(path, key):
 def conf(tmp, port, redis_port, mock_port, ca, echo_url, keys):
     with open(os.path.join(tmp, "session.key"), "w") as f:
         f.write("ZmNwbHVzLXNlc3Npb24ta2V5LWZvci10ZXN0cy0wMTIzNDU2\n")
+    os.chmod(os.path.join(tmp, "session.key"), 0o600)
     with open(os.path.join(tmp, "fcp.secret"), "w") as f:
         f.write("secret-fcplus-0123456789\n")
+    os.chmod(os.path.join(tmp, "fcp.secret"), 0o600)
     return """
 [server]
 listen = 127.0.0.1:{port}

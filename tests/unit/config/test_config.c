@@ -5,12 +5,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <arpa/inet.h>
 #include <cmocka.h>
 
 #include "config/config.h"
+#include "gate/runtime.h"
 
 static char tmpdir[] = "/tmp/sesame-conf-XXXXXX";
 
@@ -175,6 +177,190 @@ test_trusted_proxies(void **state)
     sesame_conf_unref(c);
 }
 
+/* A secret file other users cannot read, as the loader requires. */
+static const char *
+write_private(const char *name, const char *text)
+{
+    const char *path = write_file(name, text);
+    assert_int_equal(chmod(path, 0600), 0);
+    return path;
+}
+
+static char *
+signin_conf(const char *tail)
+{
+    static char secret[512], key[512];
+    snprintf(secret, sizeof(secret), "%s", write_private("fc.secret", "secret-0123456789abcdef"));
+    snprintf(key, sizeof(key), "%s",
+             write_private("session.key", "0123456789abcdef0123456789abcdef0123"));
+    char *text = NULL;
+    int n = asprintf(&text,
+                     "[server]\nlisten = 127.0.0.1:8080\n"
+                     "[redis]\n"
+                     "[session]\nsecret_file = %s\n"
+                     "[provider fc]\nissuer = https://fc.example/api/v2\nclient_id = a\n"
+                     "client_secret_file = %s\n"
+                     "[provider agent]\nissuer = https://agent.example\nclient_id = b\n"
+                     "client_secret_file = %s\n"
+                     "[provider autre]\nissuer = https://autre.example\nclient_id = c\n"
+                     "client_secret_file = %s\nscopes = openid email\n"
+                     "%s",
+                     key, secret, secret, secret, tail);
+    assert_true(n > 0);
+    return text;
+}
+
+static struct sesame_conf *
+load_text(const char *name, const char *text)
+{
+    char *errors = NULL;
+    struct sesame_conf *c = sesame_conf_load(write_file(name, text), &errors);
+    if (c == NULL)
+        fprintf(stderr, "%s", errors);
+    free(errors);
+    return c;
+}
+
+static const struct sesame_conf_route *
+route_named(const struct sesame_conf *c, const char *name)
+{
+    for (size_t i = 0; i < c->nroutes; i++)
+        if (strcmp(c->routes[i]->name, name) == 0)
+            return c->routes[i];
+    fail_msg("no route %s", name);
+    return NULL;
+}
+
+static void
+assert_providers(struct sesame_conf_provider *const *v, size_t n, const char *names)
+{
+    char buf[256] = "";
+    for (size_t i = 0; i < n; i++)
+        snprintf(buf + strlen(buf), sizeof(buf) - strlen(buf), "%s%s", i ? " " : "", v[i]->name);
+    assert_string_equal(buf, names);
+}
+
+static void
+test_providers_resolution(void **state)
+{
+    char *text = signin_conf(
+        /* a: provider only; b: providers only; c: both */
+        "[tenant a]\npublic_url = http://a.localhost:8080\nprovider = fc\n"
+        "[tenant b]\npublic_url = http://b.localhost:8080\nproviders = agent fc\n"
+        "[tenant c]\npublic_url = http://c.localhost:8080\nprovider = fc\nproviders = agent fc\n"
+        "[tenant d]\npublic_url = http://d.localhost:8080\n"
+        "[route a-tenant]\ntenant = a\nupstream = http://127.0.0.1:9000\n"
+        "[route a-one]\ntenant = a\npath = /one\nupstream = http://127.0.0.1:9000\nprovider = agent\n"
+        "[route a-choose]\ntenant = a\npath = /choose\nupstream = http://127.0.0.1:9000\n"
+        "providers = autre agent\nclaims = email\n"
+        "[route a-both]\ntenant = a\npath = /both\nupstream = http://127.0.0.1:9000\n"
+        "providers = fc autre\nprovider = autre\n"
+        "[route b-tenant]\ntenant = b\nupstream = http://127.0.0.1:9000\n"
+        "[route c-tenant]\ntenant = c\nupstream = http://127.0.0.1:9000\n"
+        "[route d-public]\ntenant = d\nupstream = http://127.0.0.1:9000\naccess = public\n");
+    struct sesame_conf *c = load_text("providers.conf", text);
+    free(text);
+    assert_non_null(c);
+    const struct sesame_conf_tenant *a = c->tenants[0], *b = c->tenants[1], *t3 = c->tenants[2],
+                                    *d = c->tenants[3];
+    assert_string_equal(a->provider->name, "fc");
+    assert_providers(a->providers, a->nproviders, "fc");
+    assert_string_equal(b->provider->name, "agent"); /* the first of providers */
+    assert_providers(b->providers, b->nproviders, "agent fc");
+    assert_string_equal(t3->provider->name, "fc");
+    assert_providers(t3->providers, t3->nproviders, "agent fc");
+    assert_null(d->provider);
+    assert_int_equal(d->nproviders, 0);
+
+    const struct sesame_conf_route *r = route_named(c, "a-tenant");
+    assert_null(r->provider);
+    assert_providers(r->providers, r->nproviders, "fc");
+    r = route_named(c, "a-one");
+    assert_string_equal(r->provider->name, "agent");
+    assert_providers(r->providers, r->nproviders, "agent");
+    r = route_named(c, "a-choose");
+    assert_null(r->provider); /* the citizen chooses */
+    assert_providers(r->providers, r->nproviders, "autre agent");
+    r = route_named(c, "a-both");
+    assert_string_equal(r->provider->name, "autre");
+    assert_providers(r->providers, r->nproviders, "fc autre");
+    r = route_named(c, "b-tenant");
+    assert_providers(r->providers, r->nproviders, "agent fc");
+    r = route_named(c, "d-public");
+    assert_int_equal(r->nproviders, 0);
+
+    /* key lines survive the load */
+    assert_int_equal(sesame_conf_key_line(c, c->providers[2], "scopes"), 18);
+    assert_int_equal(sesame_conf_key_line(c, c->providers[2], "leeway"), 14);
+    assert_int_equal(sesame_conf_key_line(c, &c->server, "listen"), 2);
+
+    /* the sign-in page offers every provider of the routes that sign in */
+    char *errors = NULL;
+    if (sesame_runtime_attach(c, &errors) != SESAME_OK)
+        fail_msg("runtime: %s", errors ? errors : "?");
+    const struct sesame_runtime_tenant *rt = sesame_runtime_tenant(c, a);
+    char names[256] = "";
+    for (size_t i = 0; i < rt->nproviders; i++)
+        snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s", i ? " " : "",
+                 rt->providers[i].name);
+    assert_string_equal(names, "fc agent autre");
+    sesame_conf_unref(c);
+}
+
+static void
+test_scope_claims(void **state)
+{
+    assert_true(sesame_conf_scopes_ask("openid", "sub"));
+    assert_true(sesame_conf_scopes_ask("openid profile", "gender"));
+    assert_true(sesame_conf_scopes_ask("openid profile", "preferred_username"));
+    assert_false(sesame_conf_scopes_ask("openid profile", "birthplace"));
+    assert_true(sesame_conf_scopes_ask("openid birth", "birthcountry"));
+    assert_true(sesame_conf_scopes_ask("openid identite_pivot", "birthplace"));
+    assert_true(sesame_conf_scopes_ask("openid identite_pivot", "given_name"));
+    assert_false(sesame_conf_scopes_ask("openid identite_pivot", "email"));
+    assert_true(sesame_conf_scopes_ask("openid  email", "email"));
+    assert_true(sesame_conf_scopes_ask("openid phone", "phone_number"));
+    assert_false(sesame_conf_scopes_ask("openid given_name", "given"));
+    assert_false(sesame_conf_scopes_ask("openid", "profile"));
+    assert_null(sesame_conf_scope_claims("email"));
+    assert_string_equal(sesame_conf_scope_claims("birth"), "birthplace birthcountry");
+}
+
+static void
+test_reserved_authorize_params(void **state)
+{
+    static const char *const reserved[] = {"response_type", "client_id", "redirect_uri", "scope",
+                                           "state", "nonce", "acr_values", "code_challenge",
+                                           "code_challenge_method", "response_mode", "request",
+                                           "request_uri"};
+    for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++)
+        assert_true(sesame_conf_reserved_authorize_param(reserved[i], strlen(reserved[i])));
+    assert_false(sesame_conf_reserved_authorize_param("prompt", 6));
+    assert_false(sesame_conf_reserved_authorize_param("claims", 6));
+    assert_false(sesame_conf_reserved_authorize_param("scopes", 6));
+    assert_false(sesame_conf_reserved_authorize_param("scope=x", 7));
+    assert_true(sesame_conf_reserved_authorize_param("scope=x", 5));
+}
+
+static void
+test_sub_second_durations(void **state)
+{
+    char *text = signin_conf("[tenant a]\npublic_url = http://a.localhost:8080\nprovider = fc\n"
+                             "[route r]\ntenant = a\nupstream = http://127.0.0.1:9000\n");
+    char *p = strstr(text, "[redis]\n");
+    assert_non_null(p);
+    char *edited = NULL;
+    assert_true(asprintf(&edited, "%.*s[redis]\ncommand_timeout = 250ms\nconnect_timeout = 1ms\n%s",
+                         (int)(p - text), text, p + 8) > 0);
+    struct sesame_conf *c = load_text("ms.conf", edited);
+    assert_non_null(c);
+    assert_int_equal(c->redis.command_timeout_ms, 250);
+    assert_int_equal(c->redis.connect_timeout_ms, 1);
+    sesame_conf_unref(c);
+    free(edited);
+    free(text);
+}
+
 int
 main(void)
 {
@@ -183,6 +369,10 @@ main(void)
         cmocka_unit_test(test_example_documents_every_key),
         cmocka_unit_test(test_defaults_and_lookup),
         cmocka_unit_test(test_trusted_proxies),
+        cmocka_unit_test(test_providers_resolution),
+        cmocka_unit_test(test_scope_claims),
+        cmocka_unit_test(test_reserved_authorize_params),
+        cmocka_unit_test(test_sub_second_durations),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     char cmd[600];

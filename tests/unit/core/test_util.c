@@ -33,6 +33,43 @@ test_duration(void **state)
 }
 
 static void
+test_timeval_ms(void **state)
+{
+    struct timeval tv = sesame_util_timeval_ms(0);
+    assert_int_equal(tv.tv_sec, 0);
+    assert_int_equal(tv.tv_usec, 0);
+    tv = sesame_util_timeval_ms(1);
+    assert_int_equal(tv.tv_sec, 0);
+    assert_int_equal(tv.tv_usec, 1000);
+    tv = sesame_util_timeval_ms(500);
+    assert_int_equal(tv.tv_sec, 0);
+    assert_int_equal(tv.tv_usec, 500000);
+    tv = sesame_util_timeval_ms(999);
+    assert_int_equal(tv.tv_sec, 0);
+    assert_int_equal(tv.tv_usec, 999000);
+    tv = sesame_util_timeval_ms(1000);
+    assert_int_equal(tv.tv_sec, 1);
+    assert_int_equal(tv.tv_usec, 0);
+    tv = sesame_util_timeval_ms(1500);
+    assert_int_equal(tv.tv_sec, 1);
+    assert_int_equal(tv.tv_usec, 500000);
+    tv = sesame_util_timeval_ms(2 * 86400000ULL + 7);
+    assert_int_equal(tv.tv_sec, 2 * 86400);
+    assert_int_equal(tv.tv_usec, 7000);
+    /* what the configuration can hold does not overflow */
+    tv = sesame_util_timeval_ms(UINT64_MAX);
+    assert_true(tv.tv_sec > 0);
+    assert_true(tv.tv_usec >= 0 && tv.tv_usec < 1000000);
+
+    assert_int_equal(sesame_util_ms_to_s_ceil(0), 0);
+    assert_int_equal(sesame_util_ms_to_s_ceil(1), 1);
+    assert_int_equal(sesame_util_ms_to_s_ceil(500), 1);
+    assert_int_equal(sesame_util_ms_to_s_ceil(1000), 1);
+    assert_int_equal(sesame_util_ms_to_s_ceil(1001), 2);
+    assert_int_equal(sesame_util_ms_to_s_ceil(60000), 60);
+}
+
+static void
 test_size(void **state)
 {
     uint64_t b;
@@ -126,7 +163,8 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_duration), cmocka_unit_test(test_size),
+        cmocka_unit_test(test_duration), cmocka_unit_test(test_timeval_ms),
+        cmocka_unit_test(test_size),
         cmocka_unit_test(test_bool),     cmocka_unit_test(test_ct_equal),
         cmocka_unit_test(test_b64url),   cmocka_unit_test(test_random_token),
         cmocka_unit_test(test_sha256),
