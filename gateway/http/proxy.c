@@ -207,8 +207,7 @@ pool_put(struct upconn *u, const struct sesame_conf *conf)
         return;
     }
     bufferevent_setcb(u->bev, idle_readcb, NULL, idle_eventcb, u);
-    struct timeval tv = {(time_t)(conf->server.upstream_idle_timeout_ms / 1000),
-                         (suseconds_t)(conf->server.upstream_idle_timeout_ms % 1000) * 1000};
+    struct timeval tv = sesame_util_timeval_ms(conf->server.upstream_idle_timeout_ms);
     bufferevent_set_timeouts(u->bev, &tv, NULL);
     bufferevent_setwatermark(u->bev, EV_READ, 0, 0);
     bufferevent_enable(u->bev, EV_READ);
@@ -508,16 +507,14 @@ build_request_head(struct sesame_proxy *p, struct evbuffer *out)
                    sesame_conf_is_trusted_proxy(conf, sesame_server_peer(req));
     const char *cookie = conf->session.cookie_name;
 
+    /* The request line carries the canonical path Sésame decided on (and the
+     * query as sent), always in origin form. */
     evbuffer_add(out, m->method_text, m->method_len);
     evbuffer_add(out, " ", 1);
-    if (m->absolute_form) {
-        evbuffer_add(out, m->path, m->path_len);
-        if (m->query) {
-            evbuffer_add(out, "?", 1);
-            evbuffer_add(out, m->query, m->query_len);
-        }
-    } else {
-        evbuffer_add(out, m->target, m->target_len);
+    evbuffer_add(out, req->canon.path, req->canon.path_len);
+    if (m->query) {
+        evbuffer_add(out, "?", 1);
+        evbuffer_add(out, m->query, m->query_len);
     }
     evbuffer_add(out, " HTTP/1.1\r\n", 11);
 
@@ -552,10 +549,8 @@ build_request_head(struct sesame_proxy *p, struct evbuffer *out)
         if (name_is(h, "forwarded") || name_is(h, "x-request-id") || name_is(h, "x-real-ip") ||
             name_is(h, "expect") || name_is(h, "via"))
             continue;
-        if (name_is(h, "host")) {
-            if (!route->preserve_host)
-                continue;
-        }
+        if (name_is(h, "host"))
+            continue; /* exactly one Host, written below from the canonical authority */
         if (name_is(h, "cookie") && !route->keep_cookie) {
             add_filtered_cookie(out, h, cookie);
             continue;
@@ -567,9 +562,8 @@ build_request_head(struct sesame_proxy *p, struct evbuffer *out)
     }
     if (!route->preserve_host)
         evbuffer_add_printf(out, "Host: %s\r\n", route->upstream.host);
-    else if (m->absolute_form || m->host == NULL)
-        evbuffer_add_printf(out, "Host: %.*s\r\n", (int)(m->host ? m->host_len : 0),
-                            m->host ? m->host : "");
+    else
+        evbuffer_add_printf(out, "Host: %.*s\r\n", (int)req->canon.authority_len, req->canon.authority);
     if (xff)
         evbuffer_add_printf(out, "X-Forwarded-For: %.*s, %s\r\n", (int)xff->value_len, xff->value,
                             req->client_ip);
@@ -581,8 +575,9 @@ build_request_head(struct sesame_proxy *p, struct evbuffer *out)
         evbuffer_add_printf(out, "X-Forwarded-Proto: %s\r\n", req->tls ? "https" : "http");
     if (xfh)
         evbuffer_add_printf(out, "X-Forwarded-Host: %.*s\r\n", (int)xfh->value_len, xfh->value);
-    else if (m->host)
-        evbuffer_add_printf(out, "X-Forwarded-Host: %.*s\r\n", (int)m->host_len, m->host);
+    else
+        evbuffer_add_printf(out, "X-Forwarded-Host: %.*s\r\n", (int)req->canon.authority_len,
+                            req->canon.authority);
     evbuffer_add_printf(out, "X-Request-Id: %s\r\n", req->request_id);
     if (conf->server.via)
         evbuffer_add(out, "Via: 1.1 sesame\r\n", 17);
@@ -926,7 +921,7 @@ handle_response_head(struct sesame_proxy *p)
     }
     write_response_head(p, p->staging);
     p->state = UP_BODY;
-    struct timeval tv = {(time_t)(req->conf->server.upstream_read_timeout_ms / 1000), 0};
+    struct timeval tv = sesame_util_timeval_ms(req->conf->server.upstream_read_timeout_ms);
     bufferevent_set_timeouts(p->up->bev, &tv, NULL);
     if (p->resp_body == BODY_NONE) {
         response_complete(p);
@@ -973,8 +968,7 @@ up_eventcb(struct bufferevent *bev, short what, void *arg)
     if (what & BEV_EVENT_CONNECTED) {
         if (p->state == UP_CONNECTING)
             p->state = UP_WAIT_HEAD;
-        struct timeval tv = {(time_t)(p->req->conf->server.upstream_read_timeout_ms / 1000),
-                             (suseconds_t)(p->req->conf->server.upstream_read_timeout_ms % 1000) * 1000};
+        struct timeval tv = sesame_util_timeval_ms(p->req->conf->server.upstream_read_timeout_ms);
         bufferevent_set_timeouts(bev, &tv, NULL);
         return;
     }
@@ -1081,7 +1075,7 @@ send_request(struct sesame_proxy *p)
     bufferevent_setcb(p->up->bev, up_readcb, up_writecb, up_eventcb, p);
     bufferevent_setwatermark(p->up->bev, EV_WRITE, LOW_WATER, 0);
     uint64_t ms = p->reused ? conf->server.upstream_read_timeout_ms : conf->server.upstream_connect_timeout_ms;
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    struct timeval tv = sesame_util_timeval_ms(ms);
     bufferevent_set_timeouts(p->up->bev, &tv, &tv);
     struct evbuffer *head = evbuffer_new();
     build_request_head(p, head);
@@ -1137,9 +1131,8 @@ sesame_proxy_start(struct sesame_req *req)
         if (req->msg.expect_continue)
             bufferevent_write(cb, "HTTP/1.1 100 Continue\r\n\r\n", 25);
         bufferevent_setcb(cb, client_readcb, client_writecb, client_eventcb, p);
-        struct timeval rtv = {(time_t)(conf->server.body_timeout_ms / 1000),
-                              (suseconds_t)(conf->server.body_timeout_ms % 1000) * 1000};
-        struct timeval wtv = {(time_t)(conf->server.idle_timeout_ms / 1000), 0};
+        struct timeval rtv = sesame_util_timeval_ms(conf->server.body_timeout_ms);
+        struct timeval wtv = sesame_util_timeval_ms(conf->server.idle_timeout_ms);
         bufferevent_set_timeouts(cb, &rtv, &wtv);
     } else {
         bufferevent_setcb(cb, NULL, client_writecb, client_eventcb, p);

@@ -19,6 +19,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "core/worker.h"
+#include "http/canon.h"
 #include "http/dispatch.h"
 #include "http/proxy.h"
 
@@ -127,7 +128,7 @@ set_phase(struct sesame_conn *c, enum timer_phase phase, uint64_t ms)
         evtimer_del(c->timer);
         return;
     }
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+    struct timeval tv = sesame_util_timeval_ms(ms);
     evtimer_add(c->timer, &tv);
 }
 
@@ -198,7 +199,7 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int
     s->conns = c;
     s->nconns++;
     bufferevent_setcb(bev, conn_readcb, NULL, conn_eventcb, c);
-    struct timeval wtv = {(time_t)(conf->server.idle_timeout_ms / 1000), 0};
+    struct timeval wtv = sesame_util_timeval_ms(conf->server.idle_timeout_ms);
     bufferevent_set_timeouts(bev, NULL, &wtv);
     bufferevent_setwatermark(bev, EV_READ, 0, conf->server.max_header_size + READ_HIGH_WATER);
     bufferevent_enable(bev, EV_READ | EV_WRITE);
@@ -220,6 +221,7 @@ req_free(struct sesame_req *req)
         evbuffer_free(req->response_headers);
     sesame_conf_unref(req->conf);
     free(req->body);
+    free(req->canon.path); /* authority shares the allocation */
     free(req->head);
     free(req);
 }
@@ -326,7 +328,7 @@ conn_close_after_flush(struct sesame_conn *c)
     bufferevent_setcb(c->bev, NULL, closing_writecb, conn_eventcb, c);
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
     /* give a lingering client at most idle_timeout to read what is left */
-    struct timeval tv = {(time_t)(worker_conf(c)->server.idle_timeout_ms / 1000), 0};
+    struct timeval tv = sesame_util_timeval_ms(worker_conf(c)->server.idle_timeout_ms);
     bufferevent_set_timeouts(c->bev, NULL, &tv);
     closing_writecb(c->bev, c);
 }
@@ -370,6 +372,65 @@ respond_parse_error(struct sesame_conn *c, struct sesame_req *req)
     req->close_after = true;
     req->msg.method = SESAME_HTTP_GET; /* the error page has a body */
     sesame_server_respond_error(req, req->msg.error_status ? req->msg.error_status : 400, NULL);
+}
+
+/* Whether token t[0..n) (a Connection option, case-insensitive, '_' read as
+ * '-') names a header the client may not make hop-by-hop: one that frames
+ * the message, chooses its authority, carries the session, or that Sésame
+ * itself writes for the upstream. */
+static bool
+connection_token_forbidden(const char *t, size_t n)
+{
+    static const char *const exact[] = {"host", "content-length", "transfer-encoding", "cookie",
+                                        "forwarded"};
+    static const char *const prefixes[] = {"x-forwarded-", "x-sesame-"};
+    char low[64];
+    if (n >= sizeof(low))
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char ch = t[i] == '_' ? '-' : t[i];
+        low[i] = (ch >= 'A' && ch <= 'Z') ? (char)(ch - 'A' + 'a') : ch;
+    }
+    low[n] = '\0';
+    for (size_t i = 0; i < SESAME_ARRAY_LEN(exact); i++)
+        if (strcmp(low, exact[i]) == 0)
+            return true;
+    for (size_t i = 0; i < SESAME_ARRAY_LEN(prefixes); i++)
+        if (strncmp(low, prefixes[i], strlen(prefixes[i])) == 0)
+            return true;
+    return false;
+}
+
+/* Builds req->canon from req->msg (see server.h): the canonical path of the
+ * target and the one authority of the request (the absolute-form authority
+ * when there is one, else the Host header). Returns SESAME_OK, or
+ * SESAME_ERROR with *why (static) for a request that must be refused (400):
+ * a path that stays ambiguous, an invalid authority, a Connection header
+ * naming a protected header. Asterisk and authority forms get no path (the
+ * application refuses them). */
+static int
+canonicalize(struct sesame_req *req, const char **why)
+{
+    const struct sesame_http_request *m = &req->msg;
+    for (size_t i = 0; i < m->h.nconnection_tokens; i++) {
+        if (connection_token_forbidden(m->h.connection_tokens[i].p, m->h.connection_tokens[i].n)) {
+            *why = "Connection names a protected header";
+            return SESAME_ERROR;
+        }
+    }
+    size_t plen = m->path ? m->path_len : 0;
+    size_t alen = m->host ? m->host_len : 0;
+    req->canon.path = sesame_malloc(plen + 1 + alen + 1);
+    req->canon.path[0] = '\0';
+    req->canon.authority = req->canon.path + plen + 1;
+    req->canon.authority[0] = '\0';
+    if (m->path && sesame_canon_path(m->path, m->path_len, req->canon.path, &req->canon.path_len,
+                                     why) != SESAME_OK)
+        return SESAME_ERROR;
+    if (m->host && sesame_canon_host(m->host, m->host_len, req->canon.authority,
+                                     &req->canon.authority_len, &req->canon.host_len, why) != SESAME_OK)
+        return SESAME_ERROR;
+    return SESAME_OK;
 }
 
 /* Parses the next request head if one is complete in the input buffer. */
@@ -441,6 +502,14 @@ conn_process(struct sesame_conn *c)
     bool draining = c->server->draining;
     if (!req->msg.h.keep_alive || draining)
         req->close_after = true;
+    const char *why = NULL;
+    if (canonicalize(req, &why) != SESAME_OK) {
+        sesame_log_info("request %s: client %s: request refused (400): %s", req->request_id, c->peer_ip,
+                        why);
+        req->close_after = true;
+        sesame_server_respond_error(req, 400, NULL);
+        return;
+    }
     /* Reading stays enabled (no system call per request to toggle it): what
      * the client sends next waits in the input buffer, bounded by the read
      * high-watermark, until this request is done. */
@@ -576,8 +645,7 @@ sesame_server_read_body(struct sesame_req *req, size_t max, sesame_server_body_c
     if (req->msg.expect_continue)
         bufferevent_write(c->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);
     bufferevent_setcb(c->bev, body_readcb, NULL, body_eventcb, req);
-    struct timeval tv = {(time_t)(req->conf->server.body_timeout_ms / 1000),
-                         (suseconds_t)(req->conf->server.body_timeout_ms % 1000) * 1000};
+    struct timeval tv = sesame_util_timeval_ms(req->conf->server.body_timeout_ms);
     bufferevent_set_timeouts(c->bev, &tv, NULL);
     bufferevent_enable(c->bev, EV_READ);
     if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
@@ -761,7 +829,7 @@ sesame_server_request_done(struct sesame_req *req)
     }
     struct sesame_conf *conf = worker_conf(c);
     bufferevent_setcb(c->bev, conn_readcb, NULL, conn_eventcb, c);
-    struct timeval wtv = {(time_t)(conf->server.idle_timeout_ms / 1000), 0};
+    struct timeval wtv = sesame_util_timeval_ms(conf->server.idle_timeout_ms);
     bufferevent_set_timeouts(c->bev, NULL, &wtv);
     bufferevent_enable(c->bev, EV_READ);
     set_phase(c, PHASE_IDLE, conf->server.idle_timeout_ms);

@@ -39,10 +39,24 @@ struct sesame_req;
 typedef void (*sesame_server_body_cb)(struct sesame_req *req, int status, int http_status,
                                       const char *data, size_t len);
 
+/* The canonical request: the one view of the request that routing, the
+ * reserved prefix, access rules, identity and the request forwarded upstream
+ * all use (http/canon.h has the rules). Built by the server before the
+ * application sees the request; a request that has none was refused (400). */
+struct sesame_canon_req {
+    char *path;                       /* canonical path, NUL-terminated (owned) */
+    size_t path_len;
+    char *authority;                  /* canonical Host: lower-case name[:port], NUL-terminated
+                                       * (owned); the absolute-form authority when there is one */
+    size_t authority_len;
+    size_t host_len;                  /* bytes of the name (without ":port") in authority */
+};
+
 struct sesame_req {
     struct sesame_conn *conn;
     struct sesame_conf *conf;         /* reference held for the request's lifetime */
-    struct sesame_http_request msg;   /* parsed head; pointers into head */
+    struct sesame_http_request msg;   /* parsed head as sent; pointers into head */
+    struct sesame_canon_req canon;    /* what Sésame decides on and forwards */
     char *head;                       /* owned copy of the head bytes */
     size_t head_cap;
     const struct sesame_conf_tenant *tenant;
