@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <event2/buffer.h>
@@ -162,6 +163,7 @@ tenant_provider(const struct sesame_req *req, const char *name)
         for (size_t i = 0; i < t->nproviders; i++)
             if (strcmp(t->providers[i].name, name) == 0)
                 return sesame_conf_find_provider(req->conf, name);
+        return NULL; /* a provider this tenant does not offer */
     }
     if (req->tenant->provider)
         return req->tenant->provider;
@@ -195,8 +197,40 @@ login_refused(struct sesame_req *req, const char *log_reason)
 {
     sesame_log_info("request %s: sign-in refused: %s", req->request_id, log_reason);
     sesame_gate_error(req, 400,
-                      "Votre connexion n'a pas pu aboutir : elle a expiré ou a été interrompue. "
-                      "Revenez à l'accueil et connectez-vous à nouveau.");
+                      "Votre connexion n'a pas pu aboutir : elle a expiré, a déjà servi ou a été "
+                      "ouverte dans un autre navigateur. Revenez à l'accueil et connectez-vous à nouveau.");
+}
+
+/* The Redis key of a pending login: its state followed by the browser
+ * binding, so that only the browser that started the sign-in can find, and
+ * so consume, it (a callback URL replayed elsewhere leaves it untouched). */
+static void
+pending_key(char out[2 * (SESAME_SESSION_ID_LEN + 4) + 1], const char *state, const char *binding)
+{
+    snprintf(out, 2 * (SESAME_SESSION_ID_LEN + 4) + 1, "%s%s", state, binding);
+}
+
+/* The French reason shown when the provider's answer is refused. */
+static const char *
+refusal_reason(enum sesame_provider_status st)
+{
+    switch (st) {
+    case SESAME_PROVIDER_INVALID_TOKEN:
+    case SESAME_PROVIDER_UNKNOWN_KEY:
+    case SESAME_PROVIDER_USERINFO_INVALID:
+    case SESAME_PROVIDER_USERINFO_MISMATCH:
+        return "La réponse de votre fournisseur d'identité n'a pas pu être vérifiée (signature ou "
+               "contenu invalide). Par sécurité, la connexion a été refusée.";
+    case SESAME_PROVIDER_ACR_TOO_LOW:
+        return "Votre fournisseur d'identité a confirmé votre identité avec un niveau de sécurité "
+               "inférieur à celui que ce service demande. La connexion a été refusée.";
+    case SESAME_PROVIDER_REJECTED:
+        return "Votre fournisseur d'identité a refusé de confirmer cette connexion, peut-être parce "
+               "qu'elle a expiré. Reconnectez-vous.";
+    default:
+        return "La réponse de votre fournisseur d'identité est incomplète ou mal formée. Par sécurité, "
+               "la connexion a été refusée.";
+    }
 }
 
 /* ------------------------------------------------------------------------
@@ -218,7 +252,8 @@ login_stored(int status, void *arg)
      * outlives it; a login that could not be stored sets no cookie. */
     char cname[128];
     snprintf(cname, sizeof(cname), "%s_login", req->conf->session.cookie_name);
-    sesame_gate_set_cookie(req, cname, f->binding, (int64_t)(req->conf->session.login_timeout_ms / 1000));
+    sesame_gate_set_cookie(req, cname, f->binding,
+                           (int64_t)sesame_util_ms_to_s_ceil(req->conf->session.login_timeout_ms));
     char *redirect_uri = callback_url(req, "callback");
     char *challenge = f->provider->pkce ? sesame_provider_pkce_challenge(f->verifier) : NULL;
     const char *acr = f->acr[0] ? f->acr : f->provider->acr_values;
@@ -258,8 +293,11 @@ login_ready(void *arg, enum sesame_provider_status status, const char *err)
                              "v", f->verifier);
     if (f->acr[0])
         json_object_set_new(blob, "a", json_string(f->acr));
+    json_object_set_new(blob, "k", json_string("login"));
     struct sesame_session_store *st = sesame_gate_store(req);
-    int rc = st ? sesame_session_login_put(st, f->state, blob, req->conf->session.login_timeout_ms,
+    char key[2 * (SESAME_SESSION_ID_LEN + 4) + 1];
+    pending_key(key, f->state, f->binding);
+    int rc = st ? sesame_session_login_put(st, key, blob, req->conf->session.login_timeout_ms,
                                            login_stored, req, &f->sop)
                 : SESAME_ERROR;
     json_decref(blob);
@@ -336,7 +374,7 @@ session_created(int status, const char *cookie_id, void *arg)
         return;
     }
     sesame_gate_set_cookie(req, req->conf->session.cookie_name, cookie_id,
-                           (int64_t)(req->conf->session.max_lifetime_ms / 1000));
+                           (int64_t)sesame_util_ms_to_s_ceil(req->conf->session.max_lifetime_ms));
     sesame_log_info("login: request %s tenant %s provider %s account %s acr %s", req->request_id,
                     req->tenant->name, f->provider->name, f->session->account,
                     f->session->acr ? f->session->acr : "-");
@@ -449,11 +487,10 @@ validated(void *arg, const struct sesame_provider_identity *id, enum sesame_prov
     if (st != SESAME_PROVIDER_OK || id == NULL || id->sub == NULL) {
         sesame_log_warn("request %s: provider %s: sign-in refused (%s): %s", req->request_id,
                         f->provider->name, sesame_provider_status_name(st), err ? err : "?");
-        if (st == SESAME_PROVIDER_UNAVAILABLE)
+        if (st == SESAME_PROVIDER_UNAVAILABLE || st == SESAME_PROVIDER_MISCONFIGURED)
             provider_unavailable(req, f->provider, err);
         else
-            sesame_gate_error(req, 401, "La réponse de votre fournisseur d'identité n'a pas pu être "
-                                        "vérifiée. Par sécurité, la connexion a été refusée.");
+            sesame_gate_error(req, 401, refusal_reason(st));
         return;
     }
     struct login_result *r = sesame_calloc(1, sizeof(*r));
@@ -501,10 +538,15 @@ taken(int status, json_t *blob, void *arg)
         return;
     }
     if (blob == NULL) {
-        login_refused(req, "unknown or already used state");
+        login_refused(req, "unknown, expired or already used state, or another browser's");
         return;
     }
     f->blob = blob;
+    const char *kind = json_string_value(json_object_get(blob, "k"));
+    if (kind == NULL || strcmp(kind, "login") != 0) {
+        login_refused(req, "not a pending login");
+        return;
+    }
     const struct sesame_http_request *m = &req->msg;
     const char *tenant = json_string_value(json_object_get(blob, "t"));
     const char *pname = json_string_value(json_object_get(blob, "p"));
@@ -541,13 +583,30 @@ taken(int status, json_t *blob, void *arg)
                         f->provider->name, error);
         enum sesame_page_id id = sesame_page_for_provider_error(error);
         struct sesame_page_ctx ctx = {0};
+        /* access_denied is also what FranceConnect answers when it refuses
+         * the citizen (account disabled, civil registry check failed): only
+         * "User auth aborted" means the citizen cancelled. */
+        char desc[256] = "";
+        int http_status = sesame_page_http_status(id);
+        if (id == SESAME_PAGE_PROVIDER_ACCESS_DENIED &&
+            (sesame_url_query_get(m->query, m->query_len, "error_description", desc, sizeof(desc)) ==
+                 SESAME_OK &&
+             strcasecmp(desc, "User auth aborted") != 0)) {
+            id = SESAME_PAGE_PROVIDER_OTHER;
+            http_status = 403;
+            ctx.reason = "Votre fournisseur d'identité a refusé la connexion (par exemple parce que "
+                         "votre compte y est désactivé ou que votre identité n'a pas pu être "
+                         "vérifiée). Vous n'avez rien annulé : contactez ce fournisseur pour en "
+                         "savoir plus.";
+        }
         struct sesame_page_provider pp = {f->provider->name, NULL,
                                           sesame_page_provider_brand(f->provider->name, f->provider->issuer)};
         ctx.providers = &pp;
         ctx.nproviders = 1;
         const char *rt = json_string_value(json_object_get(blob, "r"));
         ctx.return_to = rt ? rt : "/";
-        sesame_gate_page(req, sesame_page_http_status(id), id, &ctx);
+        ctx.acr = json_string_value(json_object_get(blob, "a"));
+        sesame_gate_page(req, http_status, id, &ctx);
         return;
     }
     if (rc != SESAME_OK || code[0] == '\0') {
@@ -582,13 +641,21 @@ sesame_flow_callback(struct sesame_req *req)
         login_refused(req, "callback without a valid state");
         return;
     }
+    char cname[128], binding[SESAME_SESSION_ID_LEN + 1];
+    snprintf(cname, sizeof(cname), "%s_login", req->conf->session.cookie_name);
+    if (sesame_gate_cookie(req, cname, binding) != SESAME_OK) {
+        login_refused(req, "no browser binding cookie (callback from another browser?)");
+        return;
+    }
     struct sesame_session_store *st = sesame_gate_store(req);
     if (st == NULL) {
         sesame_gate_error(req, 503, NULL);
         return;
     }
     struct flow *f = flow_new(req);
-    int rc = sesame_session_login_take(st, state, taken, req, &f->sop);
+    char key[2 * (SESAME_SESSION_ID_LEN + 4) + 1];
+    pending_key(key, state, binding);
+    int rc = sesame_session_login_take(st, key, taken, req, &f->sop);
     if (rc != SESAME_AGAIN)
         login_refused(req, "invalid state");
 }

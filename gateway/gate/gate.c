@@ -13,6 +13,7 @@
 #include "core/url.h"
 #include "core/util.h"
 #include "gate/flow.h"
+#include "gate/hop.h"
 #include "gate/identity.h"
 #include "gate/runtime.h"
 #include "http/proxy.h"
@@ -304,28 +305,76 @@ sesame_gate_error(struct sesame_req *req, int status, const char *reason)
     sesame_gate_page(req, status, sesame_page_for_status(status), &ctx);
 }
 
-/* path?query of the current request, as a return_to value. */
+/* path?query of the current request (canonical path, query as sent), as a
+ * return_to value. */
 static void
 add_return_to(struct evbuffer *out, const struct sesame_req *req)
 {
-    sesame_url_encode(out, req->msg.path, req->msg.path_len);
+    sesame_url_encode(out, req->canon.path, req->canon.path_len);
     if (req->msg.query) {
         sesame_url_encode(out, "?", 1);
         sesame_url_encode(out, req->msg.query, req->msg.query_len);
     }
 }
 
+bool
+sesame_gate_route_accepts(const struct sesame_conf_route *r, const char *provider)
+{
+    if (r == NULL || provider == NULL)
+        return false;
+    for (size_t i = 0; i < r->nproviders; i++)
+        if (strcmp(r->providers[i]->name, provider) == 0)
+            return true;
+    return false;
+}
+
+void
+sesame_gate_add_signin_params(struct evbuffer *b, const struct sesame_conf_route *r, const char *acr,
+                              bool direct)
+{
+    if (acr != NULL && acr[0] != '\0') {
+        evbuffer_add(b, "&acr=", 5);
+        sesame_url_encode(b, acr, strlen(acr));
+    }
+    if (r == NULL)
+        return;
+    const struct sesame_conf_provider *one = r->provider;
+    if (one == NULL && (r->nproviders == 1 || (direct && r->nproviders > 0)))
+        one = r->providers[0];
+    if (one != NULL) {
+        evbuffer_add(b, "&provider=", 10);
+        sesame_url_encode(b, one->name, strlen(one->name));
+        return;
+    }
+    if (r->nproviders > 1) {
+        evbuffer_add(b, "&providers=", 11);
+        for (size_t i = 0; i < r->nproviders; i++) {
+            if (i > 0)
+                evbuffer_add(b, "%20", 3);
+            sesame_url_encode(b, r->providers[i]->name, strlen(r->providers[i]->name));
+        }
+    }
+}
+
 char *
-sesame_gate_signin_url(const struct sesame_req *req, const char *acr, bool direct)
+sesame_gate_signin_url(struct sesame_req *req, const char *acr, bool direct)
 {
     struct evbuffer *b = evbuffer_new();
-    evbuffer_add_printf(b, "%s%s%s?return_to=", req->tenant->public_url, req->conf->server.prefix,
-                        direct ? "login" : "signin");
-    add_return_to(b, req);
-    if (acr)
-        evbuffer_add_printf(b, "&acr=%s", acr);
-    if (req->route && req->route->provider)
-        evbuffer_add_printf(b, "&provider=%s", req->route->provider->name);
+    if (sesame_hop_needed(req)) {
+        char *back = sesame_hop_back_url(req);
+        if (back == NULL) {
+            evbuffer_free(b);
+            return NULL;
+        }
+        evbuffer_add_printf(b, "%s%ssso?return_to=", req->tenant->public_url, req->conf->server.prefix);
+        sesame_url_encode(b, back, strlen(back));
+        free(back);
+    } else {
+        evbuffer_add_printf(b, "%s%s%s?return_to=", req->tenant->public_url, req->conf->server.prefix,
+                            direct ? "login" : "signin");
+        add_return_to(b, req);
+    }
+    sesame_gate_add_signin_params(b, req->route, acr, direct);
     size_t n = evbuffer_get_length(b);
     char *s = sesame_malloc(n + 1);
     evbuffer_remove(b, s, n);
@@ -353,16 +402,23 @@ access_free(struct sesame_req *req)
     req->ext_free = NULL;
 }
 
+/* Sends the citizen to sign in for the route: a browser navigation is
+ * redirected, a script gets 401. `acr`: the level the route needs (NULL: the
+ * provider's); drop_cookie: the session cookie is dead and is deleted. */
 static void
-need_signin(struct sesame_req *req, const char *acr, bool had_cookie)
+need_signin(struct sesame_req *req, const char *acr, bool drop_cookie, const char *why)
 {
-    if (had_cookie)
+    if (drop_cookie)
         sesame_gate_set_cookie(req, req->conf->session.cookie_name, NULL, 0);
     if (sesame_gate_is_api(req)) {
-        sesame_gate_error(req, 401, acr ? "Un niveau de garantie plus élevé est nécessaire." : NULL);
+        sesame_gate_error(req, 401, why);
         return;
     }
     char *url = sesame_gate_signin_url(req, acr, !req->tenant->sign_in_page);
+    if (url == NULL) {
+        sesame_gate_error(req, 500, NULL);
+        return;
+    }
     sesame_server_redirect(req, 302, url);
     free(url);
 }
@@ -415,8 +471,20 @@ decide(struct sesame_req *req, struct sesame_session *s, int status, bool had_co
                 sesame_gate_set_cookie(req, req->conf->session.cookie_name, NULL, 0);
             forward(req, NULL);
         } else {
-            need_signin(req, NULL, had_cookie);
+            need_signin(req, r->acr, had_cookie, NULL);
         }
+        return;
+    }
+    /* A session proves an identity only for the providers the route accepts,
+     * and only at the level it was signed in with. */
+    if (!sesame_gate_route_accepts(r, s->provider)) {
+        sesame_log_info("request %s: route %s does not accept sessions of provider %s", req->request_id,
+                        r->name, s->provider ? s->provider : "?");
+        if (r->access == SESAME_ACCESS_OPTIONAL) {
+            forward(req, NULL);
+            return;
+        }
+        need_signin(req, r->acr, false, "Ce service demande une connexion avec un autre compte.");
         return;
     }
     const char *need = r->acr;
@@ -425,7 +493,7 @@ decide(struct sesame_req *req, struct sesame_session *s, int status, bool had_co
             forward(req, NULL);
             return;
         }
-        need_signin(req, need, false);
+        need_signin(req, need, false, "Un niveau de garantie plus élevé est nécessaire.");
         return;
     }
     const struct sesame_cond *failed = NULL;
@@ -545,24 +613,59 @@ serve_static(struct sesame_req *req, const char *name, size_t n)
     sesame_gate_error(req, 404, NULL);
 }
 
+/* Whether `name` is one of the space-separated words of list (NULL or empty
+ * list: every name). */
+static bool
+listed(const char *list, const char *name)
+{
+    if (list == NULL || list[0] == '\0')
+        return true;
+    size_t n = strlen(name);
+    for (const char *p = list; *p;) {
+        while (*p == ' ')
+            p++;
+        const char *e = p;
+        while (*e && *e != ' ')
+            e++;
+        if ((size_t)(e - p) == n && memcmp(p, name, n) == 0)
+            return true;
+        p = e;
+    }
+    return false;
+}
+
+/* GET <prefix>signin?return_to=&acr=&provider=|providers=: the sign-in page,
+ * offering the tenant's providers that the parameters admit (all of them
+ * when none is named), each link keeping return_to and acr. */
 static void
 serve_signin(struct sesame_req *req)
 {
     const struct sesame_runtime_tenant *t = sesame_runtime_tenant(req->conf, req->tenant);
-    char rt[2100] = "";
-    if (sesame_url_query_get(req->msg.query, req->msg.query_len, "return_to", rt, sizeof(rt)) == SESAME_ERROR) {
+    const struct sesame_http_request *m = &req->msg;
+    char rt[2100] = "", acr[33] = "", one[128] = "", several[1024] = "";
+    if (!sesame_url_query_unique(m->query, m->query_len) ||
+        sesame_url_query_get(m->query, m->query_len, "return_to", rt, sizeof(rt)) == SESAME_ERROR ||
+        sesame_url_query_get(m->query, m->query_len, "acr", acr, sizeof(acr)) == SESAME_ERROR ||
+        sesame_url_query_get(m->query, m->query_len, "provider", one, sizeof(one)) == SESAME_ERROR ||
+        sesame_url_query_get(m->query, m->query_len, "providers", several, sizeof(several)) == SESAME_ERROR) {
         sesame_gate_error(req, 400, NULL);
         return;
     }
     char *safe = rt[0] ? sesame_returnto_check(rt, strlen(rt), (const char *const *)req->tenant->hosts,
                                                req->tenant->nhosts, req->tenant->public_url)
                        : NULL;
-    char acr[16] = "";
-    sesame_url_query_get(req->msg.query, req->msg.query_len, "acr", acr, sizeof(acr));
+    struct sesame_page_provider offered[SESAME_PAGE_MAX_PROVIDERS];
+    size_t n = 0;
+    for (size_t i = 0; i < t->nproviders; i++) {
+        bool ok = one[0] ? strcmp(t->providers[i].name, one) == 0 : listed(several, t->providers[i].name);
+        if (ok)
+            offered[n++] = t->providers[i];
+    }
     struct sesame_page_ctx ctx = {0};
     ctx.return_to = safe ? safe : "/";
-    ctx.providers = t->providers;
-    ctx.nproviders = t->nproviders;
+    ctx.providers = offered;
+    ctx.nproviders = n;
+    ctx.acr = acr[0] && sesame_jose_acr_rank(acr) > 0 ? acr : NULL;
     ctx.claims = t->claims;
     ctx.nclaims = t->nclaims;
     sesame_gate_page(req, 200, SESAME_PAGE_SIGN_IN, &ctx);
@@ -664,6 +767,10 @@ sesame_gate_internal(struct sesame_req *req, const char *rest, size_t n)
         sesame_gate_error(req, 404, NULL);
         return;
     }
+    if ((is(rest, n, "signin") || is(rest, n, "login")) && get && sesame_hop_needed(req)) {
+        sesame_hop_restart(req);
+        return;
+    }
     if (is(rest, n, "signin") && get) {
         serve_signin(req);
         return;
@@ -688,8 +795,17 @@ sesame_gate_internal(struct sesame_req *req, const char *rest, size_t n)
         sesame_flow_logout_callback(req);
         return;
     }
+    if (is(rest, n, "sso") && get) {
+        sesame_hop_sso(req);
+        return;
+    }
+    if (is(rest, n, "hop") && get) {
+        sesame_hop_redeem(req);
+        return;
+    }
     if (is(rest, n, "login") || is(rest, n, "callback") || is(rest, n, "me") || is(rest, n, "signin") ||
-        is(rest, n, "logout/callback") || is(rest, n, "jwks.json")) {
+        is(rest, n, "logout/callback") || is(rest, n, "jwks.json") || is(rest, n, "sso") ||
+        is(rest, n, "hop")) {
         sesame_gate_error(req, 405, NULL);
         return;
     }

@@ -12,10 +12,15 @@
  *             anonymously);
  *   required  no session: a browser navigation is redirected to the sign-in
  *             page (or straight to the provider when the tenant has
- *             sign_in_page = off); a script request (fetch/XHR/API) gets 401
- *             JSON. Session below route->acr: the same, asking that level.
+ *             sign_in_page = off; through the hop of gate/hop.h on a host
+ *             that does not share the sign-in host's cookie); a script
+ *             request (fetch/XHR/API) gets 401 JSON. A session of a provider
+ *             the route does not accept (route->providers), or below
+ *             route->acr: the same, asking for an accepted provider and that
+ *             level (an optional route forwards such a request anonymously).
  *             Condition failing: 403 page with the route's deny_message.
  *             Redis unavailable: 503 (JSON for scripts), never a redirect.
+ * Every decision uses the canonical request (req->canon, http/server.h).
  */
 #ifndef SESAME_GATE_GATE_H
 #define SESAME_GATE_GATE_H
@@ -70,8 +75,23 @@ void sesame_gate_page(struct sesame_req *req, int status, int page_id, struct se
 void sesame_gate_page_origin(struct sesame_req *req, int status, int page_id,
                              struct sesame_page_ctx *ctx, const char *form_origin);
 
-/* The URL of the sign-in step for the current request (path + query as
- * return_to), with an optional minimum acr. Malloc'd. */
-char *sesame_gate_signin_url(const struct sesame_req *req, const char *acr, bool direct);
+/* The URL that starts a sign-in for the current request (its canonical path
+ * and query as return_to), with the route's minimum acr (NULL: none) and its
+ * providers: <public_url><prefix>signin (login when `direct`), or, on a host
+ * of the tenant that does not share the cookie of the sign-in host, the hop
+ * through <public_url><prefix>sso (gate/hop.h; sets the hop cookie on the
+ * response). Malloc'd; NULL on failure. */
+char *sesame_gate_signin_url(struct sesame_req *req, const char *acr, bool direct);
+
+/* Appends the sign-in parameters of route r to a URL being built:
+ * "&acr=ACR" when acr is given, then "&provider=NAME" (the route's provider,
+ * or its only accepted one, or its first when `direct`) or
+ * "&providers=A%20B" (the citizen chooses among them). r may be NULL. */
+void sesame_gate_add_signin_params(struct evbuffer *b, const struct sesame_conf_route *r,
+                                   const char *acr, bool direct);
+
+/* Whether route r accepts a session signed in with provider `provider`
+ * (r->providers; false for NULL arguments). */
+bool sesame_gate_route_accepts(const struct sesame_conf_route *r, const char *provider);
 
 #endif

@@ -603,7 +603,7 @@ enum var {
     V_CSRF_TOKEN,
     V_CANCEL_URL,
     V_RETURN_TO,
-    /* ERROR_403 */
+    /* error and provider-error pages */
     V_REASON,
     /* provider errors */
     V_RETRY_URL,
@@ -619,6 +619,9 @@ enum vkind {
 #define AT(id) (1u << (id))
 #define AT_LAYOUT (1u << SESAME_PAGE_COUNT)
 #define AT_ALL ((1u << (SESAME_PAGE_COUNT + 1)) - 1)
+#define AT_REASON                                                                                  \
+    (AT(SESAME_PAGE_ERROR_400) | AT(SESAME_PAGE_ERROR_401) | AT(SESAME_PAGE_ERROR_403) |           \
+     AT(SESAME_PAGE_ERROR_503) | AT_PROVIDER_ERRORS)
 #define AT_PROVIDER_ERRORS                                                                         \
     (AT(SESAME_PAGE_PROVIDER_ACCESS_DENIED) | AT(SESAME_PAGE_PROVIDER_INVALID_ACR) |               \
      AT(SESAME_PAGE_PROVIDER_SERVER_ERROR) | AT(SESAME_PAGE_PROVIDER_UNAVAILABLE) |                \
@@ -656,7 +659,7 @@ static const struct var_def {
     [V_CSRF_TOKEN] = {"csrf_token", VK_STR, V_COUNT, AT(SESAME_PAGE_LOGOUT)},
     [V_CANCEL_URL] = {"cancel_url", VK_STR, V_COUNT, AT(SESAME_PAGE_LOGOUT)},
     [V_RETURN_TO] = {"return_to", VK_STR, V_COUNT, AT(SESAME_PAGE_LOGOUT)},
-    [V_REASON] = {"reason", VK_STR, V_COUNT, AT(SESAME_PAGE_ERROR_403)},
+    [V_REASON] = {"reason", VK_STR, V_COUNT, AT_REASON},
     [V_RETRY_URL] = {"retry_url", VK_STR, V_COUNT, AT_PROVIDER_ERRORS},
 };
 
@@ -1204,23 +1207,30 @@ build_url(const char *prefix, const char *a, const char *b, const char *c)
     return buf;
 }
 
-/* <prefix>login[?return_to=...][&provider=...] */
+/* <prefix>login[?return_to=...][&provider=...][&acr=...] */
 static char *
-login_url(const char *prefix, const char *return_to, const char *provider)
+login_url(const char *prefix, const char *return_to, const char *provider, const char *acr)
 {
     char *buf = NULL;
     size_t len = 0, cap = 0;
     raw_append(&buf, &len, &cap, prefix);
     raw_append(&buf, &len, &cap, "login");
-    char sep = '?';
+    const char *sep = "?";
     if (return_to != NULL) {
         raw_append(&buf, &len, &cap, "?return_to=");
         pct_append(&buf, &len, &cap, return_to);
-        sep = '&';
+        sep = "&";
     }
     if (provider != NULL) {
-        raw_append(&buf, &len, &cap, sep == '?' ? "?provider=" : "&provider=");
+        raw_append(&buf, &len, &cap, sep);
+        raw_append(&buf, &len, &cap, "provider=");
         pct_append(&buf, &len, &cap, provider);
+        sep = "&";
+    }
+    if (acr != NULL && acr[0] != '\0') {
+        raw_append(&buf, &len, &cap, sep);
+        raw_append(&buf, &len, &cap, "acr=");
+        pct_append(&buf, &len, &cap, acr);
     }
     return buf;
 }
@@ -1229,6 +1239,19 @@ static bool
 valid_name(const char *s, size_t max)
 {
     return s != NULL && s[0] != '\0' && strlen(s) <= max;
+}
+
+/* An acr value as carried in a link: 1 to 32 letters, digits, '-', '_', '.'. */
+static bool
+valid_acr(const char *s)
+{
+    if (s == NULL || s[0] == '\0' || strlen(s) > 32)
+        return false;
+    for (const char *p = s; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '-' || *p == '_' || *p == '.'))
+            return false;
+    return true;
 }
 
 static void
@@ -1262,6 +1285,7 @@ build_values(struct rctx *rc, enum sesame_page_id id, const struct sesame_page_c
     const char *tenant = valid_name(ctx->tenant, MAX_TENANT) ? ctx->tenant : NULL;
     const char *return_to =
         valid_name(ctx->return_to, SESAME_PAGE_MAX_URL) ? ctx->return_to : NULL;
+    const char *acr = valid_acr(ctx->acr) ? ctx->acr : NULL;
 
     rc->v[V_TITLE] = sval(sesame_page_title(id));
     rc->v[V_TENANT_NAME] = ctx->tenant_name != NULL && ctx->tenant_name[0] != '\0'
@@ -1284,7 +1308,7 @@ build_values(struct rctx *rc, enum sesame_page_id id, const struct sesame_page_c
                                    : sval(DEFAULT_ACCENT);
     if (page_defs[id].error && ctx->request_id != NULL)
         rc->v[V_REFERENCE] = text(ctx->request_id, MAX_REQUEST_ID);
-    rc->v[V_LOGIN_URL] = own(rc, login_url(prefix, return_to, NULL));
+    rc->v[V_LOGIN_URL] = own(rc, login_url(prefix, return_to, NULL, acr));
 
     if (id == SESAME_PAGE_SIGN_IN) {
         /* FranceConnect first, as its guidelines ask; the others in order. */
@@ -1297,7 +1321,7 @@ build_values(struct rctx *rc, enum sesame_page_id id, const struct sesame_page_c
                 if (rc->nproviders == SESAME_PAGE_MAX_PROVIDERS)
                     break;
                 struct provider_item *it = &rc->providers[rc->nproviders];
-                it->url = own(rc, login_url(prefix, return_to, pr->name));
+                it->url = own(rc, login_url(prefix, return_to, pr->name, acr));
                 it->label = pr->label != NULL && pr->label[0] != '\0'
                                 ? text(pr->label, SESAME_PAGE_MAX_TEXT)
                                 : text(pr->name, SESAME_PAGE_MAX_TEXT);
@@ -1323,14 +1347,14 @@ build_values(struct rctx *rc, enum sesame_page_id id, const struct sesame_page_c
         if (return_to != NULL)
             rc->v[V_RETURN_TO] = sval(return_to);
     }
-    if (id == SESAME_PAGE_ERROR_403 && ctx->reason != NULL)
+    if ((AT(id) & AT_REASON) && ctx->reason != NULL)
         rc->v[V_REASON] = text(ctx->reason, SESAME_PAGE_MAX_TEXT);
     if (AT(id) & AT_PROVIDER_ERRORS) {
         const char *prov = NULL;
         if (ctx->nproviders > 0 && ctx->providers != NULL &&
             valid_name(ctx->providers[0].name, MAX_PROVIDER_NAME))
             prov = ctx->providers[0].name;
-        rc->v[V_RETRY_URL] = own(rc, login_url(prefix, return_to, prov));
+        rc->v[V_RETRY_URL] = own(rc, login_url(prefix, return_to, prov, acr));
     }
 }
 

@@ -138,8 +138,13 @@ struct sesame_page_ctx {
     size_t nclaims;
     const char *csrf_token;         /* LOGOUT */
     const char *cancel_url;         /* LOGOUT "Annuler"; NULL: home_url */
-    const char *reason;             /* ERROR_403: plain-language reason, e.g. "Ce
-                                     * service est réservé aux personnes majeures." */
+    const char *acr;                /* SIGN_IN, 401 and provider errors: the level the
+                                     * sign-in links ask for (kept through to the
+                                     * provider); NULL: the provider's default */
+    const char *reason;             /* ERROR_400, 401, 403, 503 and provider errors:
+                                     * plain-language reason shown instead of the
+                                     * generic text, e.g. "Ce service est réservé aux
+                                     * personnes majeures." */
 };
 
 struct sesame_pages;
