@@ -4,7 +4,9 @@
 Usage: demo-portal.py --port N [--host 127.0.0.1] [--prefix /sesame/] [--ready-file F]
 
 One process serves every commune of the demo; the commune is chosen from the Host header
-(Sésame forwards the citizen's Host: ville-a.localhost:8080 -> "Ville d'Arbre"). Plain HTTP/1.1,
+(Sésame forwards the citizen's Host: ville-a.localhost:8080 -> "Ville d'Arbre"), on any of the
+commune's host names (www.ville-a.localhost, services.ville-a.localhost: the first label that
+names a commune). Plain HTTP/1.1,
 python3 standard library only. `--port 0` binds a free port; `READY <port>` is printed on stdout
 and written (same line) to the ready file, atomically, once listening. One line per request on
 stderr: method, path without the query, status (never a header value: they hold personal data).
@@ -132,14 +134,18 @@ def log_line(text):
 
 
 def commune_for(host_header):
-    """Host header ("ville-a.localhost:8080") -> (key, commune dict)."""
+    """Host header ("ville-a.localhost:8080", "www.ville-a.localhost:8080") -> (key, commune
+    dict): the first label of the host name that names a commune."""
     host = (host_header or "").strip().lower()
     if host.startswith("["):
         host = host.split("]", 1)[0] + "]"
     else:
         host = host.split(":", 1)[0]
-    key = host.split(".", 1)[0]
-    return key, COMMUNES.get(key, DEFAULT_COMMUNE)
+    labels = host.split(".")
+    for key in labels:
+        if key in COMMUNES:
+            return key, COMMUNES[key]
+    return labels[0], DEFAULT_COMMUNE
 
 
 def header_text(raw):

@@ -1,7 +1,8 @@
 // End-to-end tests of Sésame in headless Chromium, against the demo (scripts/demo --background on
 // free ports): a citizen signs in with the mock FranceConnect, moves between services, is refused
-// an adults-only service, cancels at the provider, signs out; every page Sésame serves is checked
-// with axe-core (WCAG 2.1 A/AA) at 1280 and 320 px and screenshotted under test-output/browser/.
+// an adults-only service, cancels at the provider, signs out, opens the commune's other host names
+// signed in; every page Sésame serves is checked with axe-core (WCAG 2.1 A/AA) at 1280 and 320 px
+// and screenshotted under test-output/browser/.
 //
 // The steps share the browser and marie's signed-in context, in order. A step whose prerequisite
 // step failed fails too, naming it (nothing is skipped).
@@ -323,6 +324,50 @@ test('every test identity of the mock signs in at ville-b (desactive is refused 
       assert.equal(await page.locator('#greeting').innerText(), `Bonjour ${id.given_name} ${id.family_name}`,
         `greeting of ${id.login}`);
       assert.match(await bodyText(page), new RegExp(id.birthdate), `birthdate of ${id.login}`);
+    }
+  } finally {
+    await context.close();
+  }
+});
+
+test('Ville d\'Arbre on three host names: signed in on one, the two others open signed in', STEP_TIMEOUT, async () => {
+  // scripts/demo gives ville-a three host names and no cookie_domain: each host name has its own
+  // cookie, and Sésame carries the sign-in from one to the others (its hops through the
+  // public_url's host, where the FranceConnect callback is registered) without the provider.
+  const [first, www, services] = demo.baseA;
+  const origins = demo.baseA.map(origin);
+  const { context, page, watch } = await openPage();
+  try {
+    const mark = await lib.mockLogMark(demo);
+    await page.goto(`${www}/demarches`);
+    await fcButton(page).waitFor({ state: 'visible' });
+    const at = new URL(page.url());
+    assert.ok(origins.includes(at.origin) && at.pathname.startsWith('/sesame/'),
+      `expected Sésame's sign-in page of Ville d'Arbre, got ${page.url()}`);
+    await fcButton(page).click();
+    await pickIdentity(page, 'paola');
+    await page.waitForURL((u) => u.origin === origin(www) && u.pathname === '/demarches');
+    assert.equal(lastDocument(watch).status, 200);
+    assert.equal(await page.locator('#greeting').innerText(), 'Bonjour Paola Maria SANTUCCI');
+    assert.match(await page.locator('header').innerText(), /Ville d'Arbre/);
+    const signedIn = recorder.urls.length;
+    for (const [base, path] of [[services, '/cantine'], [first, '/demarches'], [services, '/demarches']]) {
+      const resp = await page.goto(`${base}${path}`);
+      const u = new URL(page.url());
+      assert.equal(`${u.origin}${u.pathname}`, `${origin(base)}${path}`, `${base}${path} ended on ${page.url()}`);
+      assert.equal(resp.status(), 200, `${base}${path}`);
+      assert.equal(await page.locator('#greeting').innerText(), 'Bonjour Paola Maria SANTUCCI',
+        `${base}${path} does not show the signed-in identity`);
+      assert.match(await page.locator('header').innerText(), /Ville d'Arbre/);
+    }
+    const again = recorder.urls.slice(signedIn).filter((u) => origin(u) === demo.fcOrigin);
+    assert.deepEqual(again, [], 'the other host names went to the mock FranceConnect again');
+    const authorizations = (await lib.mockLogSince(demo, mark)).filter((e) => e.endpoint === 'authorize');
+    assert.equal(authorizations.length, 1, 'more than one authorization at the provider for the three host names');
+    const cookies = await context.cookies(demo.baseA);
+    for (const host of demo.hostsA) {
+      assert.ok(cookies.some((c) => c.name === 'sesame' && c.domain === host),
+        `no host-only session cookie on ${host}: ${cookies.map((c) => `${c.name}@${c.domain}`).join(' ')}`);
     }
   } finally {
     await context.close();

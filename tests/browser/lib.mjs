@@ -2,7 +2,8 @@
 //
 // startDemo() -> demo: runs `scripts/demo --background --no-build` on four free loopback ports
 //   with its own state directory (never the developer's .demo/), and returns
-//   {dir, env, ports: {sesame, portal, fc, redis}, base: {a, b} (tenant URLs), fcOrigin, caFile}.
+//   {dir, env, ports: {sesame, portal, fc, redis}, base: {a, b} (tenant URLs), hostsA (ville-a's
+//   three host names, the public_url's first), baseA (a URL for each), fcOrigin, caFile}.
 //   stopDemo(demo) runs `scripts/demo --stop` for it (idempotent, synchronous, so it also works
 //   from an exit handler) and copies the demo's logs under the output directory.
 // launchBrowser() -> a playwright Browser: Debian's /usr/bin/chromium, headless, no network
@@ -29,6 +30,8 @@ export const OUT = path.resolve(process.env.SESAME_BROWSER_OUT || path.join(TOP,
 const AXE_SOURCE = fs.readFileSync(path.join(HERE, 'node_modules', 'axe-core', 'axe.min.js'), 'utf8');
 const AXE_TAGS = ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'];
 export const WIDTHS = [1280, 320];
+// The host names scripts/demo gives Ville d'Arbre (no cookie_domain: one cookie per host name).
+export const VILLE_A_HOSTS = ['ville-a.localhost', 'www.ville-a.localhost', 'services.ville-a.localhost'];
 
 export const CHROMIUM_ARGS = [
   '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
@@ -71,6 +74,8 @@ export async function startDemo() {
   const demo = {
     dir, env, ports: { sesame, portal, fc, redis },
     base: { a: `http://ville-a.localhost:${sesame}`, b: `http://ville-b.localhost:${sesame}` },
+    hostsA: VILLE_A_HOSTS,
+    baseA: VILLE_A_HOSTS.map((h) => `http://${h}:${sesame}`),
     fcOrigin: `https://127.0.0.1:${fc}`,
     caFile: path.join(dir, 'pki', 'ca.pem'),
     stopped: false,
@@ -103,7 +108,8 @@ export function launchBrowser() {
 }
 
 export function newRecorder(demo) {
-  const allowed = new Set([new URL(demo.base.a).origin, new URL(demo.base.b).origin, demo.fcOrigin]);
+  const allowed = new Set([new URL(demo.base.a).origin, new URL(demo.base.b).origin, demo.fcOrigin,
+    ...demo.baseA.map((u) => new URL(u).origin)]);
   return { allowed, urls: [], foreign: [] };
 }
 

@@ -18,7 +18,10 @@ Processes:
 - start_mockfc(workdir, clients, mode="fc", host="127.0.0.1", port=0, issuer_path="/api/v2",
   pki_dir=None, identities=None, autologin=None, extra_args=(), timeout=30) -> MockFC.
   clients: list of client dicts (written to WORKDIR/mockfc-clients.json; see mockfc.py for the
-  fields). pki_dir defaults to WORKDIR/pki. The mock serves once this returns.
+  fields). pki_dir defaults to WORKDIR/pki. The mock serves once this returns. mode: "fc"
+  (FranceConnect, eidas1 only), "fc-stepup" (FranceConnect that also grants eidas2 when
+  acr_values asks for it, as FranceConnect+ would: the highest level asked among eidas1 eidas2)
+  or "fcplus" (FranceConnect+, eidas2 / eidas3, encrypted tokens); MODES lists them.
 - start_echo_upstream(workdir, host="127.0.0.1", port=0, timeout=30) -> EchoUpstream.
 
 MockFC (a ManagedProcess): port, host, issuer, base_url ("https://host:port"), ca_file, pki_dir,
@@ -75,6 +78,8 @@ MOCKFC_SCRIPT = os.path.join(MOCKFC_DIR, "mockfc.py")
 ECHO_SCRIPT = os.path.join(REPO_ROOT, "tests", "integration", "echo_upstream.py")
 IDENTITIES_CSV = os.path.join(MOCKFC_DIR, "fc-test-identities.csv")
 PYTHON = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
+
+MODES = ("fc", "fc-stepup", "fcplus")  # mockfc.py --mode
 
 DEFAULT_SCOPE = ("openid given_name family_name preferred_username birthdate gender "
                  "birthplace birthcountry email")
@@ -309,6 +314,8 @@ class MockFC(ManagedProcess):
     def __init__(self, workdir, clients, mode="fc", host="127.0.0.1", port=0,
                  issuer_path="/api/v2", pki_dir=None, identities=None, autologin=None,
                  extra_args=(), timeout=30):
+        if mode not in MODES:
+            raise HarnessError("unknown mock mode %r (known: %s)" % (mode, ", ".join(MODES)))
         self.host, self.mode, self.clients = host, mode, list(clients)
         self.pki_dir = pki_dir or os.path.join(workdir, "pki")
         self.ca_file = os.path.join(self.pki_dir, "ca.pem")

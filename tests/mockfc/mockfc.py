@@ -3,8 +3,8 @@
 
 Usage:
   mockfc.py --port N [--host 127.0.0.1] --pki-dir DIR --config clients.json
-            [--identities CSV] [--issuer-path /api/v2] [--mode fc|fcplus] [--ready-file F]
-            [--public-host NAME] [--autologin LOGIN] [--jwks-cafile FILE]
+            [--identities CSV] [--issuer-path /api/v2] [--mode fc|fc-stepup|fcplus]
+            [--ready-file F] [--public-host NAME] [--autologin LOGIN] [--jwks-cafile FILE]
 
 One process, HTTPS only (TLS 1.2+), threaded HTTP/1.1 with keep-alive. `--port 0` binds a free port;
 the port really bound is printed as `READY <port>` on stdout and written (same line) to the ready
@@ -12,6 +12,17 @@ file, atomically, once the socket listens. On start, DIR receives (if absent) a 
 ca.key) and a server certificate server.pem / server.key for 127.0.0.1, ::1, localhost (and
 --public-host). Issuer: https://<public-host or host>:<port><issuer-path>. One log line per
 request on stderr (method, path without query, status): no secrets.
+
+Modes (the levels of assurance, acr):
+  fc         FranceConnect: acr_values_supported ["eidas1"]; acr_values absent or "eidas1" gives
+             eidas1, anything else is refused with error=invalid_acr.
+  fc-stepup  FranceConnect that also grants the FranceConnect+ level (a mock of stepping up from
+             FranceConnect to FranceConnect+ on one provider): acr_values_supported
+             ["eidas1", "eidas2"]; the acr given is the highest level asked among those (eidas1
+             when nothing is asked), amr ["pwd", "mfa"] for eidas2; any other value is refused
+             with error=invalid_acr. Tokens are signed, not encrypted (as in fc).
+  fcplus     FranceConnect+: acr_values_supported ["eidas2", "eidas3"], id_token and userinfo
+             encrypted to the client's keys (see encryption_alg).
 
 clients.json: a list of objects (or {"clients": [...]}); unknown fields are refused.
   client_id, client_secret          strings (secret needed for the client_secret_* methods)
@@ -111,6 +122,8 @@ AUTH_METHODS = ("client_secret_post", "client_secret_basic", "private_key_jwt")
 ENCRYPTION_ALGS = ("RSA-OAEP", "RSA-OAEP-256", "ECDH-ES")
 ASSERTION_ALGS = ("ES256", "RS256", "PS256")
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+# per mode, the levels of assurance (acr) the provider grants, lowest first
+ACR_SUPPORTED = {"fc": ["eidas1"], "fc-stepup": ["eidas1", "eidas2"], "fcplus": ["eidas2", "eidas3"]}
 
 CLAIM_SCOPES = ("given_name", "family_name", "birthdate", "gender", "birthplace", "birthcountry",
                 "email", "preferred_username", "idp_birthdate")
@@ -148,7 +161,7 @@ SCENARIOS = {
     "duplicate_params": "callback repeats state and code",
     "error_redirect": "authorize redirects back with an error",
     "wrong_iss_param": "callback iss differs from the issuer",
-    "acr_low": "acr below the level asked (fcplus: eidas1; fc: eidas0)",
+    "acr_low": "acr below the level asked (fcplus: eidas1; fc: eidas0; fc-stepup: one below)",
     "discovery_down": "503 on discovery and JWKS",
     "fcplus_unencrypted": "id_token and userinfo signed but not encrypted",
     "logout_drop_state": "session/end redirects back without state",
@@ -506,7 +519,7 @@ class MockFC:
             "scopes_supported": list(ALL_SCOPES),
             "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr",
                                  "amr", "at_hash"] + list(CLAIM_SCOPES),
-            "acr_values_supported": ["eidas1"] if self.mode == "fc" else ["eidas2", "eidas3"],
+            "acr_values_supported": ACR_SUPPORTED[self.mode],
             "id_token_signing_alg_values_supported": list(SIGNING_ALGS),
             "userinfo_signing_alg_values_supported": list(SIGNING_ALGS),
             "token_endpoint_auth_methods_supported": methods,
@@ -627,6 +640,11 @@ class MockFC:
         return self._identity_page(client, uid)
 
     def _acr_for(self, acr_values):
+        if self.mode == "fc-stepup":
+            levels = ["eidas1"] if acr_values is None else acr_values.split(" ")
+            if not levels or any(v not in ACR_SUPPORTED["fc-stepup"] for v in levels):
+                return None
+            return "eidas2" if "eidas2" in levels else "eidas1"
         if self.mode == "fc":
             if acr_values is None or acr_values == "eidas1":
                 return "eidas1"
@@ -866,7 +884,7 @@ class MockFC:
     def _id_token(self, client, grant, sub, access_token, now, scenario, sparams):
         acr = grant["acr"]
         if scenario == "acr_low":
-            acr = "eidas1" if self.mode == "fcplus" else "eidas0"
+            acr = "eidas1" if self.mode == "fcplus" or acr == "eidas2" else "eidas0"
         iat = now
         if scenario == "expired":
             iat = now - 300
@@ -878,7 +896,7 @@ class MockFC:
         digest = hashlib.sha256(access_token.encode("ascii")).digest()
         claims = {"iss": self.issuer, "sub": sub, "aud": client.id, "exp": exp, "iat": iat,
                   "auth_time": min(grant["auth_time"], iat), "nonce": grant["nonce"], "acr": acr,
-                  "amr": ["pwd"] if self.mode == "fc" else ["pwd", "mfa"],
+                  "amr": ["pwd"] if grant["acr"] == "eidas1" else ["pwd", "mfa"],
                   "at_hash": jose.b64u_encode(digest[:16])}
         if scenario == "wrong_iss":
             claims["iss"] = sparams.get("value", self.issuer + "/")
@@ -1227,7 +1245,7 @@ def main(argv=None):
     parser.add_argument("--config", required=True)
     parser.add_argument("--identities", default=DEFAULT_IDENTITIES)
     parser.add_argument("--issuer-path", default="/api/v2")
-    parser.add_argument("--mode", choices=("fc", "fcplus"), default="fc")
+    parser.add_argument("--mode", choices=tuple(ACR_SUPPORTED), default="fc")
     parser.add_argument("--ready-file", default=None)
     parser.add_argument("--autologin", default=None)
     parser.add_argument("--jwks-cafile", default=None,
