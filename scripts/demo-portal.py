@@ -29,6 +29,8 @@ in front must never trust such headers.
 import argparse
 import html
 import http.server
+import json
+import threading
 import os
 import re
 import socket
@@ -42,6 +44,8 @@ MAX_HEADER_VALUE = 4096
 COMMUNES = {
     "ville-a": {"name": "Ville d'Arbre", "short": "Arbre"},
     "ville-b": {"name": "Ville de Bois", "short": "Bois"},
+    "mairie-cerisier": {"name": "Mairie de Cerisier", "short": "Cerisier"},
+    "ville-saules": {"name": "Ville des Saules", "short": "Saules"},
 }
 DEFAULT_COMMUNE = {"name": "Commune de démonstration", "short": "Démo"}
 
@@ -242,6 +246,14 @@ def simple_page(commune, prefix, title, text):
     return layout(commune, prefix, title, body)
 
 
+FORM_PAGE = """<h1>Demande d'acte</h1>
+<form method="post" action="/demarches/formulaire">
+<p><label for="motif">Motif de la demande</label><br>
+<textarea id="motif" name="motif" rows="4" cols="40"></textarea></p>
+<p><button type="submit" id="envoyer">Envoyer la demande</button></p>
+</form>"""
+
+
 class PortalHandler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "demo-portal"
@@ -276,6 +288,12 @@ class PortalHandler(http.server.BaseHTTPRequestHandler):
             return self._send(200, CSS, "text/css; charset=utf-8", "public, max-age=300")
         if path in ("/", "/index.html"):
             return self._send(200, home_page(commune, prefix))
+        if path == "/demarches/formulaire":
+            return self._send(200, layout(commune, prefix, "Demande d'acte", FORM_PAGE))
+        if path == "/__received":  # for the browser test, reached directly
+            with self.server.lock:
+                data = json.dumps(self.server.received)
+            return self._send(200, data, "application/json")
         for service in SERVICES:
             if path == service["path"] or path.startswith(service["path"] + "/"):
                 return self._send(200, service_page(commune, prefix, service, self.headers))
@@ -295,6 +313,19 @@ class PortalHandler(http.server.BaseHTTPRequestHandler):
     do_HEAD = do_GET
 
     def do_POST(self):
+        path = urllib.parse.urlsplit(self.path).path
+        length = self.headers.get("Content-Length", "0").strip()
+        if path == "/demarches/formulaire" and length.isdigit() and int(length) <= 1 << 20:
+            raw = self.rfile.read(int(length))
+            with self.server.lock:
+                self.server.received.append({"path": self.path, "body": raw.decode("utf-8", "replace"),
+                                             "content_type": self.headers.get("Content-Type", ""),
+                                             "account": self.headers.get("X-Sesame-Account", "")})
+            _, commune = commune_for(self.headers.get("Host"))
+            fields = urllib.parse.parse_qs(raw.decode("utf-8", "replace"))
+            text = fields.get("motif", [""])[0]
+            return self._send(200, simple_page(commune, self.server.prefix, "Demande reçue",
+                                               "Votre demande a bien été reçue : " + text))
         self._discard_body()
         _, commune = commune_for(self.headers.get("Host"))
         self._send(405, simple_page(commune, self.server.prefix, "Action impossible",
@@ -314,6 +345,8 @@ class PortalServer(http.server.ThreadingHTTPServer):
     def __init__(self, address, family, prefix):
         self.address_family = family
         self.prefix = prefix
+        self.lock = threading.Lock()
+        self.received = []  # form POSTs of /demarches/formulaire, for the browser test
         super().__init__(address, PortalHandler)
 
 

@@ -8,6 +8,7 @@
 
 #include "account/normalize.h"
 #include "core/log.h"
+#include "core/metrics.h"
 
 struct sesame_account {
     atomic_int refs;
@@ -332,6 +333,9 @@ validate_result(const struct sesame_account *acct, struct sesame_plugin_result *
             }
         }
         memset(res->error, 0, sizeof(res->error));
+        /* linked or created, else "existing" (plugin.h) */
+        if (res->reason != SESAME_PLUGIN_REASON_LINKED && res->reason != SESAME_PLUGIN_REASON_CREATED)
+            res->reason = SESAME_PLUGIN_REASON_EXISTING;
         return;
     case SESAME_PLUGIN_RESULT_NONE:
         if (res->reason != SESAME_PLUGIN_REASON_DENY &&
@@ -421,10 +425,30 @@ req_job(void *arg)
     sesame_account_resolve(req->acct, &req->id, &req->res);
 }
 
+/* The result label of a plugin call (core/metrics.h SESAME_M_PLUGIN_CALLS). */
+static const char *
+call_result(enum sesame_pool_status status, const struct sesame_plugin_result *res)
+{
+    if (status == SESAME_POOL_TIMEOUT)
+        return "timeout";
+    if (status != SESAME_POOL_DONE)
+        return "error";
+    switch (res->status) {
+    case SESAME_PLUGIN_RESULT_FOUND:
+        return "found";
+    case SESAME_PLUGIN_RESULT_NONE:
+        return "none";
+    default:
+        return "error";
+    }
+}
+
 static void
 req_done(enum sesame_pool_status status, void *arg)
 {
     struct sesame_account_req *req = arg;
+    sesame_metrics_add(SESAME_M_PLUGIN_CALLS, req->acct->name, call_result(status, &req->res), NULL,
+                       1);
     if (req->cancelled || req->done == NULL)
         return;
     if (status == SESAME_POOL_DONE) {

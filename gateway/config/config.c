@@ -15,6 +15,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#include "audit/audit.h"
 #include "core/util.h"
 #include "http/parser.h"
 #include "oidc/jose.h"
@@ -27,7 +28,9 @@
 #define MAX_LINE 4096
 #define MAX_SECRET_FILE 4096
 
-enum section_kind { SEC_SERVER, SEC_REDIS, SEC_SESSION, SEC_PROVIDER, SEC_TENANT, SEC_ROUTE, SEC_ACCOUNTS };
+enum section_kind {
+    SEC_SERVER, SEC_REDIS, SEC_SESSION, SEC_PROVIDER, SEC_TENANT, SEC_ROUTE, SEC_ACCOUNTS, SEC_TERRITORY
+};
 
 struct loader {
     const char *file;
@@ -40,7 +43,7 @@ struct loader {
     struct ref {
         char **name;              /* points into a struct: the name read */
         void **target;            /* where the resolved pointer goes */
-        int kind;                 /* 'p' provider, 'a' accounts, 't' tenant */
+        int kind;                 /* 'p' provider, 'a' accounts, 't' tenant, 'T' territory */
         int line;
         const char *key;
         bool required;
@@ -244,6 +247,7 @@ static const char *const token_auth_names[] = {"client_secret_post", "client_sec
 static const char *const userinfo_names[] = {"jwt", "json", "off", NULL};
 static const char *const access_names[] = {"public", "optional", "required", NULL};
 static const char *const encoding_names[] = {"percent", "raw", "base64url", NULL};
+static const char *const session_cookie_names[] = {"persistent", "browser", NULL};
 
 /* Splits a space-separated list into a malloc'd vector. */
 static char **
@@ -366,15 +370,17 @@ set_listen(struct loader *L, void *obj, const struct item *it, const char *value
     int rc = SESAME_ERROR;
     struct sesame_listen l = {0};
     char *msg = NULL;
-    if (nw < 1 || nw > 2 || (nw == 2 && strcmp(w[1], "tls") != 0)) {
-        conf_error(L, line, it->key, "expected ADDRESS:PORT optionally followed by tls, got '%s'", value);
+    if (nw < 1 || nw > 2 || (nw == 2 && strcmp(w[1], "tls") != 0 && strcmp(w[1], "redirect") != 0)) {
+        conf_error(L, line, it->key,
+                   "expected ADDRESS:PORT optionally followed by tls or redirect, got '%s'", value);
         goto out;
     }
     if (parse_hostport(w[0], NULL, &l.addr, &l.addrlen, &msg) != SESAME_OK) {
         conf_error(L, line, it->key, "'%s': %s", w[0], msg);
         goto out;
     }
-    l.tls = nw == 2;
+    l.tls = nw == 2 && strcmp(w[1], "tls") == 0;
+    l.redirect = nw == 2 && strcmp(w[1], "redirect") == 0;
     l.text = sesame_strdup(w[0]);
     s->listen = sesame_realloc(s->listen, (s->nlisten + 1) * sizeof(*s->listen));
     s->listen[s->nlisten++] = l;
@@ -383,6 +389,56 @@ out:
     free(msg);
     free_words(w, nw);
     return rc;
+}
+
+/* metrics_listen = ADDRESS:PORT (plain HTTP, for the supervision only). */
+static int
+set_metrics_listen(struct loader *L, void *obj, const struct item *it, const char *value, int line)
+{
+    struct sesame_conf_server *s = obj;
+    struct sesame_listen l = {0};
+    char *msg = NULL;
+    if (strchr(value, ' ') != NULL || parse_hostport(value, NULL, &l.addr, &l.addrlen, &msg) != SESAME_OK) {
+        conf_error(L, line, it->key, "'%s': %s", value, msg ? msg : "expected ADDRESS:PORT (plain HTTP)");
+        free(msg);
+        return SESAME_ERROR;
+    }
+    l.text = sesame_strdup(value);
+    if (s->metrics_listen) {
+        free(s->metrics_listen->text);
+        free(s->metrics_listen);
+    }
+    s->metrics_listen = sesame_malloc(sizeof(l));
+    *s->metrics_listen = l;
+    return SESAME_OK;
+}
+
+/* Whether two socket addresses would bind the same port on a common address
+ * (equal, or a wildcard of the same family, or [::] on the same port). */
+static bool
+addresses_overlap(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    in_port_t pa = a->ss_family == AF_INET ? ((const struct sockaddr_in *)a)->sin_port
+                                           : ((const struct sockaddr_in6 *)a)->sin6_port;
+    in_port_t pb = b->ss_family == AF_INET ? ((const struct sockaddr_in *)b)->sin_port
+                                           : ((const struct sockaddr_in6 *)b)->sin6_port;
+    if (pa != pb)
+        return false;
+    static const struct in6_addr any6 = IN6ADDR_ANY_INIT;
+    if ((a->ss_family == AF_INET6 &&
+         memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr, &any6, sizeof(any6)) == 0) ||
+        (b->ss_family == AF_INET6 &&
+         memcmp(&((const struct sockaddr_in6 *)b)->sin6_addr, &any6, sizeof(any6)) == 0))
+        return true;
+    if (a->ss_family != b->ss_family)
+        return false;
+    if (a->ss_family == AF_INET) {
+        in_addr_t x = ((const struct sockaddr_in *)a)->sin_addr.s_addr;
+        in_addr_t y = ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+        return x == y || x == htonl(INADDR_ANY) || y == htonl(INADDR_ANY);
+    }
+    return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+                  &((const struct sockaddr_in6 *)b)->sin6_addr, sizeof(struct in6_addr)) == 0;
 }
 
 static int
@@ -412,6 +468,45 @@ parse_cidr(const char *text, struct sesame_cidr *c)
     if (slash && parse_int(slash + 1, 0, max, &p) != SESAME_OK)
         return SESAME_ERROR;
     c->prefix = (int)p;
+    return SESAME_OK;
+}
+
+/* A rate (struct sesame_conf_rate): "off", or "N/PERIOD" with N from 1 to
+ * 1000000 and PERIOD a unit (s, m, h, d: one of it) or a duration ("10m"),
+ * from 1 s to 1 d. */
+static int
+set_rate(struct loader *L, void *obj, const struct item *it, const char *value, int line)
+{
+    struct sesame_conf_rate *r = FIELD(obj, it, struct sesame_conf_rate);
+    if (strcmp(value, "off") == 0) {
+        r->count = 0;
+        r->period_ms = 0;
+        return SESAME_OK;
+    }
+    const char *slash = strchr(value, '/');
+    char num[16], period[32];
+    long n = 0;
+    uint64_t ms = 0;
+    bool ok = slash != NULL && (size_t)(slash - value) < sizeof(num) &&
+              strlen(slash + 1) + 2 < sizeof(period);
+    if (ok) {
+        memcpy(num, value, (size_t)(slash - value));
+        num[slash - value] = '\0';
+        /* a bare unit means one of it: "20/m" is 20 per minute */
+        snprintf(period, sizeof(period), "%s%s", isdigit((unsigned char)slash[1]) ? "" : "1",
+                 slash + 1);
+        ok = parse_int(num, 1, 1000000, &n) == SESAME_OK &&
+             sesame_util_parse_duration(period, &ms) == SESAME_OK && ms >= 1000 &&
+             ms <= 86400000;
+    }
+    if (!ok) {
+        conf_error(L, line, it->key,
+                   "'%s' is not a rate: off, or COUNT/PERIOD with COUNT from 1 to 1000000 and "
+                   "PERIOD from 1s to 1d (examples: 20/m, 600/10m, 5/s)", value);
+        return SESAME_ERROR;
+    }
+    r->count = (uint64_t)n;
+    r->period_ms = ms;
     return SESAME_OK;
 }
 
@@ -530,6 +625,64 @@ set_readable_path(struct loader *L, void *obj, const struct item *it, const char
     return set_string(L, obj, &required, value, line);
 }
 
+/* audit_log = FILE | off: a file (the journal needs one, never stderr). */
+static int
+set_audit_log(struct loader *L, void *obj, const struct item *it, const char *value, int line)
+{
+    char **f = FIELD(obj, it, char *);
+    free(*f);
+    *f = NULL;
+    if (strcmp(value, "off") == 0)
+        return SESAME_OK;
+    if (value[0] == '\0' || strcmp(value, "stderr") == 0 || strcmp(value, "stdout") == 0) {
+        conf_error(L, line, it->key, "a file path or off (the journal is a file)");
+        return SESAME_ERROR;
+    }
+    *f = sesame_strdup(value);
+    return SESAME_OK;
+}
+
+/* audit_key_file: a private key other users cannot read, EC P-256 or Ed25519. */
+static int
+set_audit_key(struct loader *L, void *obj, const struct item *it, const char *value, int line)
+{
+    if (set_readable_path(L, obj, it, value, line) != SESAME_OK)
+        return SESAME_ERROR;
+    char *err = NULL;
+    if (sesame_audit_key_check(value, &err) != SESAME_OK) {
+        conf_error(L, line, it->key, "%s", err);
+        free(err);
+        return SESAME_ERROR;
+    }
+    return SESAME_OK;
+}
+
+/* audit_checkpoint = N (lines) | DURATION (5m): both forms. */
+static int
+set_audit_checkpoint(struct loader *L, void *obj, const struct item *it, const char *value, int line)
+{
+    struct sesame_conf_server *s = obj;
+    uint64_t v = 0;
+    if (value[0] != '\0' && strspn(value, "0123456789") == strlen(value)) {
+        if (sesame_util_parse_size(value, &v) != SESAME_OK || v == 0 || v > 1000000) {
+            conf_error(L, line, it->key, "'%s': a line count from 1 to 1000000, or a duration "
+                       "(5m)", value);
+            return SESAME_ERROR;
+        }
+        s->audit_checkpoint_lines = v;
+        s->audit_checkpoint_ms = 0;
+        return SESAME_OK;
+    }
+    if (sesame_util_parse_duration(value, &v) != SESAME_OK || v < 1000) {
+        conf_error(L, line, it->key, "'%s': a line count (1000) or a duration of at least 1s "
+                   "(30s, 5m, 1h)", value);
+        return SESAME_ERROR;
+    }
+    s->audit_checkpoint_lines = 0;
+    s->audit_checkpoint_ms = v;
+    return SESAME_OK;
+}
+
 static int
 set_readable_dir(struct loader *L, void *obj, const struct item *it, const char *value, int line)
 {
@@ -634,7 +787,8 @@ set_redis_address(struct loader *L, void *obj, const struct item *it, const char
         r->host = sesame_strndup(value + 1, hl - 2);
     else
         r->host = sesame_strndup(value, hl);
-    r->port = colon ? atoi(colon + (value[0] == '[' ? 2 : 1)) : 6379;
+    /* the port was checked by parse_hostport: 1 to 65535 */
+    r->port = colon ? (int)strtol(colon + (value[0] == '[' ? 2 : 1), NULL, 10) : 6379;
     return SESAME_OK;
 }
 
@@ -1135,6 +1289,54 @@ set_providers(struct loader *L, void *obj, const struct item *it, const char *va
     return SESAME_OK;
 }
 
+static char *trim(char *s);
+
+/* hsts = off | max-age=SECONDS[; includeSubDomains][; preload] (tenants):
+ * the Strict-Transport-Security value, stored written the canonical way. */
+static int
+set_hsts(struct loader *L, void *obj, const struct item *it, const char *value, int line)
+{
+    struct sesame_conf_tenant *t = obj;
+    if (strcmp(value, "off") == 0) {
+        free(t->hsts);
+        t->hsts = NULL;
+        t->hsts_off = true;
+        return SESAME_OK;
+    }
+    long age = -1;
+    bool sub = false, preload = false, ok = true;
+    char *copy = sesame_strdup(value), *save = NULL;
+    for (char *d = strtok_r(copy, ";", &save); d && ok; d = strtok_r(NULL, ";", &save)) {
+        d = trim(d);
+        if (strncasecmp(d, "max-age=", 8) == 0 && age < 0 && strlen(d + 8) <= 10)
+            ok = parse_int(d + 8, 0, 0x7fffffffL, &age) == SESAME_OK;
+        else if (strcasecmp(d, "includeSubDomains") == 0 && !sub)
+            sub = true;
+        else if (strcasecmp(d, "preload") == 0 && !preload)
+            preload = true;
+        else
+            ok = false;
+    }
+    free(copy);
+    if (!ok || age < 0) {
+        conf_error(L, line, it->key,
+                   "'%s' must be off or max-age=SECONDS, optionally followed by "
+                   "; includeSubDomains and ; preload (max-age=31536000)", value);
+        return SESAME_ERROR;
+    }
+    if (preload && (!sub || age < 31536000)) {
+        conf_error(L, line, it->key,
+                   "'%s': preload needs includeSubDomains and a max-age of at least 31536000 "
+                   "(one year), as the browsers' preload lists do", value);
+        return SESAME_ERROR;
+    }
+    free(t->hsts);
+    t->hsts = sesame_asprintf("max-age=%ld%s%s", age, sub ? "; includeSubDomains" : "",
+                              preload ? "; preload" : "");
+    t->hsts_off = false;
+    return SESAME_OK;
+}
+
 /* Keys that would hold a secret inline: refused with the reason. */
 static int
 refuse_inline_secret(struct loader *L, void *obj, const struct item *it, const char *value, int line)
@@ -1163,12 +1365,16 @@ set_ref(struct loader *L, void *obj, const struct item *it, const char *value, i
 #define S struct sesame_conf_server
 static const struct item server_items[] = {
     {"listen", set_listen, 0, NULL, 0, NULL},
+    {"metrics_listen", set_metrics_listen, 0, NULL, 0, NULL},
     {"workers", set_workers, OFF(S, workers), "auto", 0, NULL},
     {"tls_certificate", set_readable_path, OFF(S, tls_certificate), NULL, 0, NULL},
     {"tls_certificate_key", set_readable_path, OFF(S, tls_certificate_key), NULL, PATH_PRIVATE, NULL},
+    {"ocsp_stapling", set_bool, OFF(S, ocsp_stapling), "on", 0, NULL},
     {"header_timeout", set_duration, OFF(S, header_timeout_ms), "10s", DUR_NONZERO, NULL},
     {"body_timeout", set_duration, OFF(S, body_timeout_ms), "30s", DUR_NONZERO, NULL},
     {"idle_timeout", set_duration, OFF(S, idle_timeout_ms), "60s", DUR_NONZERO, NULL},
+    {"websocket_idle_timeout", set_duration, OFF(S, websocket_idle_timeout_ms), "10m", DUR_NONZERO, NULL},
+    {"websocket_recheck", set_duration, OFF(S, websocket_recheck_ms), "30s", DUR_NONZERO, NULL},
     {"upstream_connect_timeout", set_duration, OFF(S, upstream_connect_timeout_ms), "5s", DUR_NONZERO, NULL},
     {"upstream_read_timeout", set_duration, OFF(S, upstream_read_timeout_ms), "60s", DUR_NONZERO, NULL},
     {"upstream_idle_timeout", set_duration, OFF(S, upstream_idle_timeout_ms), "30s", DUR_NONZERO, NULL},
@@ -1177,6 +1383,8 @@ static const struct item server_items[] = {
     {"max_header_size", set_size, OFF(S, max_header_size), "32k", 1 << 20, NULL},
     {"max_headers", set_size, OFF(S, max_headers), "100", SESAME_HTTP_MAX_HEADERS, NULL},
     {"max_body_size", set_size, OFF(S, max_body_size), "32m", 0, NULL},
+    {"preserve_post_max", set_size, OFF(S, preserve_post_max), "1m", 0, NULL},
+    {"preserve_post_ttl", set_duration, OFF(S, preserve_post_ttl_ms), "10m", 0, NULL},
     {"max_connections", set_size, OFF(S, max_connections), "10000", 1000000, NULL},
     {"upstream_pool_size", set_size, OFF(S, upstream_pool_size), "64", 100000, NULL},
     {"trusted_proxies", set_cidrs, 0, NULL, 0, NULL},
@@ -1191,6 +1399,12 @@ static const struct item server_items[] = {
     {"plugin_dir", set_string, OFF(S, plugin_dir), SESAME_PKGLIBDIR, 0, NULL},
     {"plugin_threads", set_int, OFF(S, plugin_threads), "4", 64, NULL},
     {"plugin_timeout", set_duration, OFF(S, plugin_timeout_ms), "5s", DUR_NONZERO, NULL},
+    {"audit_log", set_audit_log, OFF(S, audit_log), NULL, 0, NULL},
+    {"audit_key_file", set_audit_key, OFF(S, audit_key_file), NULL, PATH_PRIVATE, NULL},
+    {"audit_checkpoint", set_audit_checkpoint, 0, "1000", 0, NULL},
+    {"audit_syslog", set_bool, OFF(S, audit_syslog), "off", 0, NULL},
+    {"client_signin_rate", set_rate, OFF(S, client_signin_rate), "60/m", 0, NULL},
+    {"client_signin_table", set_size, OFF(S, client_signin_table), "16384", 1 << 24, NULL},
 };
 #undef S
 
@@ -1248,12 +1462,14 @@ static const struct item provider_items[] = {
     {"leeway", set_duration, OFF(P, leeway_ms), "60s", 0, NULL},
     {"http_timeout", set_duration, OFF(P, http_timeout_ms), "5s", DUR_NONZERO, NULL},
     {"jwks_refetch_interval", set_duration, OFF(P, jwks_refetch_interval_ms), "60s", 0, NULL},
+    {"probe_interval", set_duration, OFF(P, probe_interval_ms), "10s", 0, NULL},
 };
 #undef P
 
 #define T struct sesame_conf_tenant
 static const struct item tenant_items[] = {
     {"display_name", set_string, OFF(T, display_name), NULL, 0, NULL},
+    {"name_in_sentence", set_string, OFF(T, name_in_sentence), NULL, 0, NULL},
     {"hosts", set_hosts, OFF(T, hosts), NULL, 0, NULL},
     {"public_url", set_public_url, 0, NULL, 0, NULL},
     {"provider", set_ref, 0, NULL, 'p', NULL},
@@ -1266,6 +1482,26 @@ static const struct item tenant_items[] = {
     {"legal_url", set_url, OFF(T, legal_url), NULL, 0, NULL},
     {"templates_dir", set_readable_dir, OFF(T, templates_dir), NULL, 0, NULL},
     {"sign_in_page", set_bool, OFF(T, sign_in_page), "on", 0, NULL},
+    {"audit_client_address", set_bool, OFF(T, audit_client_address), "off", 0, NULL},
+    {"session_cookie", set_enum, OFF(T, session_cookie), "persistent", 0, session_cookie_names},
+    {"signin_rate", set_rate, OFF(T, signin_rate), "600/m", 0, NULL},
+    {"tls_certificate", set_readable_path, OFF(T, tls_certificate), NULL, 0, NULL},
+    {"tls_certificate_key", set_readable_path, OFF(T, tls_certificate_key), NULL, PATH_PRIVATE, NULL},
+    {"hsts", set_hsts, 0, NULL, 0, NULL},
+    {"territory", set_ref, 0, NULL, 'T', NULL},
+};
+
+/* [territory NAME]: a struct sesame_conf_tenant too (is_territory, named
+ * "@NAME"), so that the sign-in flow runs unchanged at its host. */
+static const struct item territory_items[] = {
+    {"public_url", set_public_url, 0, NULL, 0, NULL},
+    {"provider", set_ref, 0, NULL, 'p', NULL},
+    {"providers", set_providers, 0, NULL, 0, NULL},
+    {"display_name", set_string, OFF(T, display_name), NULL, 0, NULL},
+    {"name_in_sentence", set_string, OFF(T, name_in_sentence), NULL, 0, NULL},
+    {"accent_color", set_color, OFF(T, accent_color), "#000091", 0, NULL},
+    {"contact_url", set_url, OFF(T, contact_url), NULL, 0, NULL},
+    {"legal_url", set_url, OFF(T, legal_url), NULL, 0, NULL},
 };
 #undef T
 
@@ -1308,6 +1544,7 @@ static const struct section_def {
     [SEC_TENANT] = {"tenant", true, tenant_items, SESAME_ARRAY_LEN(tenant_items)},
     [SEC_ROUTE] = {"route", true, route_items, SESAME_ARRAY_LEN(route_items)},
     [SEC_ACCOUNTS] = {"accounts", true, accounts_items, SESAME_ARRAY_LEN(accounts_items)},
+    [SEC_TERRITORY] = {"territory", true, territory_items, SESAME_ARRAY_LEN(territory_items)},
 };
 
 
@@ -1326,8 +1563,8 @@ build_known_keys(void)
     for (size_t s = 0; s < SESAME_ARRAY_LEN(sections); s++)
         for (size_t i = 0; i < sections[s].nitems; i++)
             if (sections[s].items[i].set != refuse_inline_secret) /* refused, not settings */
-                o += (size_t)sprintf(known_keys + o, "%s.%s\n", sections[s].name,
-                                     sections[s].items[i].key);
+                o += (size_t)snprintf(known_keys + o, len + 1 - o, "%s.%s\n", sections[s].name,
+                                      sections[s].items[i].key);
     known_keys[o] = '\0';
 }
 
@@ -1384,6 +1621,15 @@ new_section_object(struct loader *L, enum section_kind kind, const char *name, i
         c->routes[c->nroutes++] = r;
         return r;
     }
+    case SEC_TERRITORY: {
+        struct sesame_conf_tenant *t = sesame_calloc(1, sizeof(*t));
+        t->name = sesame_asprintf("@%s", name);
+        t->is_territory = true;
+        t->sign_in_page = true;
+        c->tenants = sesame_realloc(c->tenants, (c->ntenants + 1) * sizeof(t));
+        c->tenants[c->ntenants++] = t;
+        return t;
+    }
     case SEC_ACCOUNTS: {
         struct sesame_conf_accounts *a = sesame_calloc(1, sizeof(*a));
         a->name = sesame_strdup(name);
@@ -1423,9 +1669,11 @@ apply_item(struct loader *L, struct section *sec, const struct item *it, const c
 {
     if (it->set == set_ref) {
         void **target = NULL;
-        if (sec->kind == SEC_TENANT) {
+        if (sec->kind == SEC_TENANT || sec->kind == SEC_TERRITORY) {
             struct sesame_conf_tenant *t = sec->obj;
-            target = it->arg == 'p' ? (void **)&t->provider : (void **)&t->accounts;
+            target = it->arg == 'p'   ? (void **)&t->provider
+                     : it->arg == 'T' ? (void **)&t->territory
+                                      : (void **)&t->accounts;
         } else {
             struct sesame_conf_route *r = sec->obj;
             target = it->arg == 't' ? (void **)&r->tenant : (void **)&r->provider;
@@ -1454,6 +1702,16 @@ open_section(struct loader *L, struct section *sec, enum section_kind kind, cons
         const struct item *it = &d->items[i];
         if (it->def != NULL)
             apply_item(L, sec, it, it->def, line);
+    }
+    /* a territory is a tenant with the defaults of every tenant key it does
+     * not have (signin_rate, session_cookie...) */
+    for (size_t i = 0; kind == SEC_TERRITORY && i < SESAME_ARRAY_LEN(tenant_items); i++) {
+        const struct item *it = &tenant_items[i];
+        bool own = false;
+        for (size_t j = 0; j < d->nitems && !own; j++)
+            own = strcmp(d->items[j].key, it->key) == 0;
+        if (it->def != NULL && !own)
+            it->set(L, sec->obj, it, it->def, line);
     }
 }
 
@@ -1529,6 +1787,11 @@ section_seen(struct loader *L, enum section_kind kind, const char *name)
             if (strcmp(c->accounts[i]->name, name) == 0)
                 return true;
         return false;
+    case SEC_TERRITORY:
+        for (size_t i = 0; i < c->ntenants; i++)
+            if (c->tenants[i]->is_territory && strcmp(c->tenants[i]->name + 1, name) == 0)
+                return true;
+        return false;
     default:
         return false;
     }
@@ -1583,7 +1846,8 @@ parse_header(struct loader *L, struct section *sec, char *text, int line, bool s
         return;
     }
     conf_error(L, line, inner,
-               "unknown section (known: server, redis, session, provider, tenant, route, accounts)");
+               "unknown section (known: server, redis, session, provider, tenant, route, accounts, "
+               "territory)");
     sec->obj = NULL;
 }
 
@@ -1686,10 +1950,15 @@ resolve_refs(struct loader *L)
             for (size_t j = 0; j < c->naccounts && !found; j++)
                 if (strcmp(c->accounts[j]->name, name) == 0)
                     found = c->accounts[j];
+        } else if (r->kind == 'T') {
+            what = "territory";
+            for (size_t j = 0; j < c->ntenants && !found; j++)
+                if (c->tenants[j]->is_territory && strcmp(c->tenants[j]->name + 1, name) == 0)
+                    found = c->tenants[j];
         } else {
             what = "tenant";
             for (size_t j = 0; j < c->ntenants && !found; j++)
-                if (strcmp(c->tenants[j]->name, name) == 0)
+                if (!c->tenants[j]->is_territory && strcmp(c->tenants[j]->name, name) == 0)
                     found = c->tenants[j];
         }
         if (found == NULL)
@@ -1735,7 +2004,7 @@ resolve_providers(struct loader *L)
             else
                 v[n++] = found;
         }
-        if (seen_kind(L, pl->obj) == SEC_TENANT) {
+        if (seen_kind(L, pl->obj) == SEC_TENANT || seen_kind(L, pl->obj) == SEC_TERRITORY) {
             struct sesame_conf_tenant *t = pl->obj;
             t->providers = v;
             t->nproviders = n;
@@ -1843,6 +2112,19 @@ protocol_claim(const char *claim)
         if (strcmp(names[i], claim) == 0)
             return true;
     return false;
+}
+
+bool
+sesame_conf_protocol_claim(const char *claim)
+{
+    return claim != NULL && protocol_claim(claim);
+}
+
+bool
+sesame_conf_identity_claim(const struct sesame_conf_provider *p, const char *claim)
+{
+    return p != NULL && claim != NULL && !protocol_claim(claim) &&
+           sesame_conf_scopes_ask(p->scopes, claim);
 }
 
 /* True when at least one of the providers is asked for claim (and so a
@@ -2001,6 +2283,74 @@ check_cookie_domain(struct loader *L, const struct sesame_conf_tenant *t)
     }
 }
 
+/* "[tenant NAME]" or "[territory NAME]", for messages. */
+static const char *
+tenant_label(const struct sesame_conf_tenant *t, char *buf, size_t size)
+{
+    snprintf(buf, size, t->is_territory ? "[territory %s]" : "[tenant %s]",
+             t->name + (t->is_territory ? 1 : 0));
+    return buf;
+}
+
+/* Territories (gate/hop.h): each needs a provider; each member tenant gets
+ * the territory's providers when it names none, and may accept only
+ * providers the territory signs in with (a session of another could never
+ * come from the territory). Fills territory->members. */
+static void
+check_territories(struct loader *L)
+{
+    struct sesame_conf *c = L->conf;
+    char names[512];
+    for (size_t i = 0; i < c->ntenants; i++) {
+        const struct sesame_conf_tenant *t = c->tenants[i];
+        if (t->is_territory && t->nproviders == 0 && !has_plist(L, t))
+            conf_error(L, section_line(L, t), "provider",
+                       "[territory %s] needs a provider (provider = NAME or providers = A B): the "
+                       "one its citizens sign in with, registered with its public_url",
+                       t->name + 1);
+    }
+    for (size_t i = 0; i < c->ntenants; i++) {
+        struct sesame_conf_tenant *m = c->tenants[i];
+        struct sesame_conf_tenant *t = m->territory;
+        if (t == NULL)
+            continue;
+        t->members = sesame_realloc(t->members, (t->nmembers + 1) * sizeof(*t->members));
+        t->members[t->nmembers++] = m;
+        if (m->nproviders == 0 && m->provider == NULL && !has_plist(L, m)) {
+            m->providers = provider_list_copy(t->providers, t->nproviders);
+            m->nproviders = t->nproviders;
+            m->provider = t->provider;
+            continue;
+        }
+        const char *key = has_plist(L, m) ? "providers" : "provider";
+        for (size_t j = 0; j < m->nproviders; j++)
+            if (!provider_in(t->providers, t->nproviders, m->providers[j]))
+                conf_error(L, key_line(L, m, key, section_line(L, m)), key,
+                           "[tenant %s] joins [territory %s], which does not sign in with '%s' "
+                           "(it signs in with %s)", m->name, t->name + 1, m->providers[j]->name,
+                           provider_names(names, sizeof(names), t->providers, t->nproviders));
+    }
+}
+
+/* A route of a member tenant accepts only sessions the territory can give. */
+static void
+check_route_territory(struct loader *L, const struct sesame_conf_route *r)
+{
+    const struct sesame_conf_tenant *t = r->tenant->territory;
+    /* (a route naming none has its tenant's, checked with the tenant) */
+    if (t == NULL || r->access == SESAME_ACCESS_PUBLIC || (!has_plist(L, r) && r->provider == NULL))
+        return;
+    char names[512];
+    const char *key = has_plist(L, r) ? "providers" : "provider";
+    for (size_t j = 0; j < r->nproviders; j++)
+        if (!provider_in(t->providers, t->nproviders, r->providers[j]))
+            conf_error(L, key_line(L, r, key, section_line(L, r)), key,
+                       "[route %s] of [tenant %s] accepts '%s', but [territory %s] does not sign "
+                       "in with it (it signs in with %s)", r->name, r->tenant->name,
+                       r->providers[j]->name, t->name + 1,
+                       provider_names(names, sizeof(names), t->providers, t->nproviders));
+}
+
 static bool
 route_in_tenant_host(const struct sesame_conf_route *r)
 {
@@ -2025,6 +2375,19 @@ validate(struct loader *L, int last_line)
     if (tls && (c->server.tls_certificate == NULL || c->server.tls_certificate_key == NULL))
         conf_error(L, last_line, "tls_certificate",
                    "a tls listen address needs tls_certificate and tls_certificate_key in [server]");
+    for (size_t i = 0; c->server.metrics_listen && i < c->server.nlisten; i++)
+        if (addresses_overlap(&c->server.metrics_listen->addr, &c->server.listen[i].addr))
+            conf_error(L, key_line(L, &c->server, "metrics_listen", last_line), "metrics_listen",
+                       "%s is also listen = %s: the metrics are never served on the citizens' "
+                       "listeners (choose another port, e.g. 127.0.0.1:9464)",
+                       c->server.metrics_listen->text, c->server.listen[i].text);
+    if (c->server.audit_log && c->server.audit_key_file == NULL)
+        conf_error(L, key_line(L, &c->server, "audit_log", last_line), "audit_log",
+                   "the journal needs audit_key_file (an EC P-256 or Ed25519 private key) to "
+                   "sign its checkpoints");
+    if (c->server.audit_syslog && c->server.audit_log == NULL)
+        conf_error(L, key_line(L, &c->server, "audit_syslog", last_line), "audit_syslog",
+                   "audit_syslog copies the journal: set audit_log too");
     if (c->server.workers == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         c->server.workers = n > 0 ? (int)(n > 256 ? 256 : n) : 1;
@@ -2099,10 +2462,12 @@ validate(struct loader *L, int last_line)
     for (size_t i = 0; i < c->ntenants; i++) {
         struct sesame_conf_tenant *t = c->tenants[i];
         int line = section_line(L, t);
+        char label[160];
+        tenant_label(t, label, sizeof(label));
         if (t->public_url == NULL)
-            conf_error(L, line, "public_url", "[tenant %s] needs public_url", t->name);
+            conf_error(L, line, "public_url", "%s needs public_url", label);
         if (t->display_name == NULL)
-            t->display_name = sesame_strdup(t->name);
+            t->display_name = sesame_strdup(t->name + (t->is_territory ? 1 : 0));
         if (t->nhosts == 0 && t->public_url != NULL) {
             const char *h = strstr(t->public_url, "://") + 3;
             size_t hl = strcspn(h, ":/");
@@ -2115,14 +2480,27 @@ validate(struct loader *L, int last_line)
         for (size_t j = 0; j < t->nhosts; j++) {
             for (size_t k = 0; k < i; k++)
                 for (size_t m = 0; m < c->tenants[k]->nhosts; m++)
-                    if (strcmp(c->tenants[k]->hosts[m], t->hosts[j]) == 0)
-                        conf_error(L, key_line(L, t, "hosts", key_line(L, t, "public_url", line)), "hosts", "host %s already belongs to [tenant %s]",
-                                   t->hosts[j], c->tenants[k]->name);
+                    if (strcmp(c->tenants[k]->hosts[m], t->hosts[j]) == 0) {
+                        char other[160];
+                        tenant_label(c->tenants[k], other, sizeof(other));
+                        conf_error(L, key_line(L, t, "hosts", key_line(L, t, "public_url", line)), "hosts",
+                                   t->is_territory || c->tenants[k]->is_territory
+                                       ? "host %s is the sign-in host of a territory and cannot also be "
+                                         "a host of a tenant: it already belongs to %s"
+                                       : "host %s already belongs to %s",
+                                   t->hosts[j], other);
+                    }
             for (size_t k = 0; k < j; k++)
                 if (strcmp(t->hosts[k], t->hosts[j]) == 0)
                     conf_error(L, line, "hosts", "host %s is listed twice", t->hosts[j]);
         }
         check_cookie_domain(L, t);
+        if ((t->tls_certificate == NULL) != (t->tls_certificate_key == NULL))
+            conf_error(L, key_line(L, t, t->tls_certificate ? "tls_certificate" : "tls_certificate_key",
+                                   line),
+                       t->tls_certificate ? "tls_certificate_key" : "tls_certificate",
+                       "[tenant %s] gives one of tls_certificate and tls_certificate_key: both are "
+                       "needed", t->name);
         /* the effective providers: `providers`, else `provider` */
         if (has_plist(L, t)) {
             if (t->provider != NULL && !provider_in(t->providers, t->nproviders, t->provider)) {
@@ -2138,7 +2516,11 @@ validate(struct loader *L, int last_line)
             t->nproviders = 1;
         }
     }
-    if (c->ntenants == 0)
+    check_territories(L);
+    size_t ncommunes = 0;
+    for (size_t i = 0; i < c->ntenants; i++)
+        ncommunes += c->tenants[i]->is_territory ? 0 : 1;
+    if (ncommunes == 0)
         conf_error(L, last_line, "tenant", "no [tenant NAME] section: at least one commune is needed");
     if (c->nroutes == 0)
         conf_error(L, last_line, "route", "no [route NAME] section: nothing would be served");
@@ -2171,6 +2553,7 @@ validate(struct loader *L, int last_line)
             r->providers = provider_list_copy(r->tenant->providers, r->tenant->nproviders);
             r->nproviders = r->tenant->nproviders;
         }
+        check_route_territory(L, r);
         if (r->upstream.ca_file && !r->upstream.tls)
             conf_error(L, key_line(L, r, "upstream_ca_file", line), "upstream_ca_file",
                        "[route %s]: upstream_ca_file is for https:// upstreams only", r->name);
@@ -2252,6 +2635,7 @@ free_tenant(struct sesame_conf_tenant *t)
 {
     free(t->name);
     free(t->display_name);
+    free(t->name_in_sentence);
     free_words(t->hosts, t->nhosts);
     free(t->public_url);
     free(t->providers);
@@ -2261,6 +2645,10 @@ free_tenant(struct sesame_conf_tenant *t)
     free(t->contact_url);
     free(t->legal_url);
     free(t->templates_dir);
+    free(t->members);
+    free(t->tls_certificate);
+    free(t->tls_certificate_key);
+    free(t->hsts);
     free(t);
 }
 
@@ -2313,6 +2701,10 @@ conf_free(struct sesame_conf *c)
     for (size_t i = 0; i < s->nlisten; i++)
         free(s->listen[i].text);
     free(s->listen);
+    if (s->metrics_listen) {
+        free(s->metrics_listen->text);
+        free(s->metrics_listen);
+    }
     free(s->tls_certificate);
     free(s->tls_certificate_key);
     free(s->trusted_proxies);
@@ -2322,6 +2714,8 @@ conf_free(struct sesame_conf *c)
     free(s->pid_file);
     free(s->templates_dir);
     free(s->assertion_key_file);
+    free(s->audit_log);
+    free(s->audit_key_file);
     free(s->plugin_dir);
     struct sesame_conf_redis *r = &c->redis;
     free(r->host);

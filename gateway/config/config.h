@@ -34,12 +34,14 @@
 #include "core/log.h"
 
 #define SESAME_CONF_DEFAULT_PATH "/etc/sesame/sesame.conf"
+#define SESAME_CONF_HSTS_DEFAULT "max-age=31536000"
 
 struct sesame_listen {
     char *text;                  /* as written, for messages */
     struct sockaddr_storage addr;
     socklen_t addrlen;
     bool tls;
+    bool redirect;               /* plain HTTP that only redirects to https (http/tls.h) */
 };
 
 struct sesame_cidr {
@@ -47,15 +49,29 @@ struct sesame_cidr {
     int prefix;
 };
 
+/* A rate limit: at most `count` events per `period_ms`, in bursts of up to
+ * `count` (a bucket of `count` tokens refilled evenly over the period; see
+ * gate/ratelimit.h). Written "N/PERIOD" ("20/m", "600/10m") or "off";
+ * count 0 means off. */
+struct sesame_conf_rate {
+    uint64_t count;
+    uint64_t period_ms;
+};
+
 struct sesame_conf_server {
     struct sesame_listen *listen;
     size_t nlisten;
+    struct sesame_listen *metrics_listen; /* plain HTTP /metrics and /ready (http/ops.h),
+                                             never one of `listen`; NULL: off */
     int workers;                    /* 0 in the file means "auto" and is resolved at load */
     char *tls_certificate;          /* path, for tls listeners */
     char *tls_certificate_key;      /* path */
+    bool ocsp_stapling;             /* staple OCSP responses of certificates naming a responder */
     uint64_t header_timeout_ms;     /* whole request head must arrive within this */
     uint64_t body_timeout_ms;       /* max gap between two reads of a request body */
     uint64_t idle_timeout_ms;       /* keep-alive idle */
+    uint64_t websocket_idle_timeout_ms; /* a WebSocket with no byte either way is closed */
+    uint64_t websocket_recheck_ms;  /* an open WebSocket's session is checked again this often */
     uint64_t upstream_connect_timeout_ms;
     uint64_t upstream_read_timeout_ms;
     uint64_t upstream_idle_timeout_ms; /* pooled upstream connection lifetime when idle */
@@ -64,6 +80,9 @@ struct sesame_conf_server {
     uint64_t max_header_size;       /* bytes for all header lines; 431 past it */
     uint64_t max_headers;           /* header count; 431 past it */
     uint64_t max_body_size;         /* bytes; 413 past it */
+    uint64_t preserve_post_max;     /* form POSTs kept across a re-login up to this (gate/replay.h);
+                                       0: off */
+    uint64_t preserve_post_ttl_ms;  /* how long a kept form POST waits for the sign-in */
     uint64_t max_connections;       /* per worker */
     uint64_t upstream_pool_size;    /* idle connections kept per upstream per worker */
     struct sesame_cidr *trusted_proxies;
@@ -79,6 +98,14 @@ struct sesame_conf_server {
     char *plugin_dir;               /* where account plugins named by short name live */
     int plugin_threads;             /* worker pool size for account plugins */
     uint64_t plugin_timeout_ms;
+    /* The audit trail (audit/audit.h). */
+    char *audit_log;                /* journal path, NULL: off */
+    char *audit_key_file;           /* EC P-256 or Ed25519 PEM signing its checkpoints */
+    uint64_t audit_checkpoint_lines; /* a checkpoint every N lines, or (0) every: */
+    uint64_t audit_checkpoint_ms;   /* this much time when lines are pending */
+    bool audit_syslog;              /* also send each line to syslog */
+    struct sesame_conf_rate client_signin_rate; /* sign-ins started per client address */
+    uint64_t client_signin_table;   /* client addresses the limit tracks (fixed memory) */
 };
 
 struct sesame_conf_redis {
@@ -171,11 +198,23 @@ struct sesame_conf_provider {
     uint64_t leeway_ms;
     uint64_t http_timeout_ms;
     uint64_t jwks_refetch_interval_ms; /* rate limit of the unknown-kid refetch */
+    uint64_t probe_interval_ms;     /* background availability probe; 0: off */
+};
+
+/* [tenant] session_cookie: how long the browser keeps the cookies Sésame sets
+ * (the session's, and those of a sign-in or a hop under way). */
+enum sesame_session_cookie {
+    SESAME_COOKIE_PERSISTENT = 0,   /* Max-Age: kept across browser restarts, up to
+                                       max_lifetime (login_timeout for the others) */
+    SESAME_COOKIE_BROWSER,          /* no Max-Age: gone when the browser is closed
+                                       (shared computers) */
 };
 
 struct sesame_conf_tenant {
     char *name;
     char *display_name;
+    char *name_in_sentence;         /* the name as it reads inside a sentence, with its
+                                       article ("la ville d'Arbre"); NULL: display_name */
     char **hosts;                   /* lower-case host names (no port) */
     size_t nhosts;
     char *public_url;               /* scheme://host[:port], no trailing slash */
@@ -198,6 +237,28 @@ struct sesame_conf_tenant {
     char *legal_url;
     char *templates_dir;            /* per-tenant overrides, NULL: none */
     bool sign_in_page;              /* true: show the sign-in page; false: go to the provider */
+    bool audit_client_address;      /* the audit journal records the client's address */
+    enum sesame_session_cookie session_cookie; /* lifetime of the cookies Sésame sets */
+    struct sesame_conf_rate signin_rate; /* sign-ins started on the tenant, all clients */
+    /* Territories (one sign-in for several communes on their own domains,
+     * gate/hop.h). A [territory NAME] section is loaded as a tenant too, in
+     * conf->tenants: is_territory, named "@NAME" (no tenant name starts with
+     * '@'), hosts = the host of its public_url (never a host of a tenant),
+     * no route, no accounts (its sessions' account is the provider's sub),
+     * sign_in_page on; `members` lists the tenants that join it. A member
+     * tenant (`territory = NAME`) has `territory` set; its providers, when it
+     * names none, are the territory's, and it (and each of its routes)
+     * accepts only providers of the territory. */
+    struct sesame_conf_tenant *territory;
+    bool is_territory;
+    struct sesame_conf_tenant **members;
+    size_t nmembers;
+    char *tls_certificate;          /* path: this commune's certificate chain, chosen by SNI for
+                                       its hosts (both or neither); NULL: [server]'s */
+    char *tls_certificate_key;      /* path */
+    char *hsts;                     /* Strict-Transport-Security value sent over TLS,
+                                       NULL: the default SESAME_CONF_HSTS_DEFAULT */
+    bool hsts_off;                  /* hsts = off: none sent */
 };
 
 enum sesame_access {
@@ -361,6 +422,16 @@ const char *sesame_conf_scope_claims(const char *scope);
 /* True when the space-separated `scopes` ask for `claim` (see
  * sesame_conf_scope_claims). */
 bool sesame_conf_scopes_ask(const char *scopes, const char *claim);
+
+/* True for the claims of the OpenID Connect protocol itself, present in an ID
+ * token whatever the scopes: iss, sub, aud, exp, iat, nbf, nonce, acr, amr,
+ * auth_time, azp, at_hash, c_hash, sid, jti. */
+bool sesame_conf_protocol_claim(const char *claim);
+
+/* True when `claim` is an identity claim that provider p is asked for: its
+ * scopes ask for it (sesame_conf_scopes_ask) and it is not a protocol claim.
+ * What account plugins receive and what the sign-in page lists. */
+bool sesame_conf_identity_claim(const struct sesame_conf_provider *p, const char *claim);
 
 /* True for the names of authorization request parameters the gateway sets
  * itself, refused in authorize_params: response_type, client_id,

@@ -54,6 +54,8 @@ sesame_strndup(const char *s, size_t n)
     return p;
 }
 
+static char *vasprintf_or_die(const char *fmt, va_list ap) SESAME_PRINTF(1, 0);
+
 static char *
 vasprintf_or_die(const char *fmt, va_list ap)
 {
@@ -76,6 +78,33 @@ sesame_asprintf(const char *fmt, ...)
     char *p = vasprintf_or_die(fmt, ap);
     va_end(ap);
     return p;
+}
+
+void
+sesame_err_append(char **errors, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *line = vasprintf_or_die(fmt, ap);
+    va_end(ap);
+    size_t old = *errors ? strlen(*errors) : 0, n = strlen(line);
+    *errors = sesame_realloc(*errors, old + n + 2);
+    memcpy(*errors + old, line, n);
+    (*errors)[old + n] = '\n';
+    (*errors)[old + n + 1] = '\0';
+    free(line);
+}
+
+int
+sesame_hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
 }
 
 int

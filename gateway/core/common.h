@@ -39,6 +39,13 @@
  * is NULL: the first error wins). Always returns SESAME_ERROR. */
 int sesame_err_set(char **err, const char *fmt, ...) SESAME_PRINTF(2, 3);
 
+/* Appends a formatted line (a newline added) to the malloc'd list *errors
+ * (NULL: an empty list), for loaders that report every problem at once. */
+void sesame_err_append(char **errors, const char *fmt, ...) SESAME_PRINTF(2, 3);
+
+/* The value of a hexadecimal digit (either case), or -1. */
+int sesame_hexval(int c);
+
 /* Allocation helpers: abort the process on out-of-memory (a daemon that cannot
  * allocate a few bytes cannot serve safely). */
 void *sesame_malloc(size_t n);

@@ -6,6 +6,18 @@
  * (opened in append mode), "stderr", or "off". Nothing logged here may carry a
  * cookie, a token, a secret or a query string: callers pass only what an
  * audit needs.
+ *
+ * The journal. With error_log = journal, or when the process runs under
+ * systemd with the default error_log = stderr (JOURNAL_STREAM names the
+ * stream stderr is connected to), error-log messages are sent to journald
+ * with sd_journal_send: PRIORITY (error 3, warn 4, info 6, debug 7),
+ * SYSLOG_IDENTIFIER=sesame, MESSAGE, and, where the message names them,
+ * REQUEST_ID ("request ID" followed by ':' or a space, the convention of
+ * every per-request message) and SESAME_TENANT ("tenant NAME"). A message
+ * the journal does not take is written to stderr instead.
+ *
+ * Log files are reopened by sesame_log_reopen (SIGUSR1, after logrotate
+ * renamed them) without reading the configuration.
  */
 #ifndef SESAME_CORE_LOG_H
 #define SESAME_CORE_LOG_H
@@ -22,11 +34,33 @@ enum sesame_log_level {
 /* Parses "error", "warn", "info", "debug". Returns SESAME_OK or SESAME_ERROR. */
 int sesame_log_parse_level(const char *s, enum sesame_log_level *out);
 
-/* Opens the destinations. May be called again (SIGHUP) to reopen them; the old
- * descriptors are closed once the new ones are open. On failure the old
- * destinations stay in use and *err says why. */
+/* Opens the destinations: error_log is a path, "stderr", "journal" or "off"
+ * (NULL: stderr); access_log a path, "stderr", "stdout" or "off". May be
+ * called again with other destinations; the old descriptors are closed once
+ * the new ones are open. On failure the old destinations stay in use and
+ * *err says why. */
 int sesame_log_open(const char *error_log, const char *access_log, enum sesame_log_level level,
                     char **err);
+
+/* Reopens the destinations last opened (same paths: after a rotation the
+ * files are created anew). On failure the old descriptors stay and *err
+ * says why. */
+int sesame_log_reopen(char **err);
+
+/* True when error_log, access_log are the destinations currently open (the
+ * strings compared; NULL error_log is "stderr", NULL access_log "off"). */
+bool sesame_log_same_destinations(const char *error_log, const char *access_log);
+
+/* Changes the level without reopening anything. */
+void sesame_log_set_level(enum sesame_log_level level);
+
+/* True when error-log messages go to the journal. */
+bool sesame_log_to_journal(void);
+
+/* The journal fields of a message (see above): copies the request id and
+ * the tenant named in msg into request_id and tenant (each "" when absent;
+ * at most 64 characters of [A-Za-z0-9._-], a request id holding a digit). */
+void sesame_log_fields(const char *msg, char request_id[65], char tenant[65]);
 
 /* Closes both destinations (falls back to stderr for errors). */
 void sesame_log_close(void);

@@ -3,18 +3,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int
-hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static long
 decode(const char *s, size_t n, char *out, size_t cap, bool plus_is_space)
 {
@@ -24,7 +12,7 @@ decode(const char *s, size_t n, char *out, size_t cap, bool plus_is_space)
         if (c == '%') {
             if (i + 2 >= n)
                 return -1;
-            int h = hexval(s[i + 1]), l = hexval(s[i + 2]);
+            int h = sesame_hexval(s[i + 1]), l = sesame_hexval(s[i + 2]);
             if (h < 0 || l < 0)
                 return -1;
             c = (char)(h << 4 | l);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/util.h"
 #include "http/proxy.h"
 #include "http/server.h"
@@ -76,8 +77,45 @@ static void *
 worker_main(void *arg)
 {
     struct sesame_worker *w = arg;
+    sesame_metrics_thread_attach();
     event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
     return NULL;
+}
+
+static void
+heartbeat_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct sesame_worker *w = arg;
+    atomic_store(&w->heartbeat_ms, sesame_util_mono_ms());
+}
+
+void
+sesame_workers_heartbeat_start(uint64_t period_ms)
+{
+    struct timeval tv = sesame_util_timeval_ms(period_ms ? period_ms : 1);
+    for (int i = 0; i < nworkers; i++) {
+        struct sesame_worker *w = &workers[i];
+        if (w->heartbeat_ev != NULL)
+            continue;
+        atomic_store(&w->heartbeat_ms, sesame_util_mono_ms());
+        w->heartbeat_ev = event_new(w->base, -1, EV_PERSIST, heartbeat_cb, w);
+        event_add(w->heartbeat_ev, &tv);
+    }
+}
+
+bool
+sesame_workers_alive(uint64_t max_age_ms, int *stalled)
+{
+    uint64_t now = sesame_util_mono_ms();
+    for (int i = 0; i < nworkers; i++) {
+        uint64_t at = atomic_load(&workers[i].heartbeat_ms);
+        if (workers[i].heartbeat_ev != NULL && now - at > max_age_ms) {
+            if (stalled)
+                *stalled = workers[i].id;
+            return false;
+        }
+    }
+    return true;
 }
 
 static void
@@ -95,6 +133,8 @@ worker_free(struct sesame_worker *w)
         event_free(w->stop_ev);
     if (w->drain_timer)
         event_free(w->drain_timer);
+    if (w->heartbeat_ev)
+        event_free(w->heartbeat_ev);
     event_base_free(w->base);
     w->base = NULL;
     sesame_conf_unref(w->conf);

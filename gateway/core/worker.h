@@ -12,6 +12,7 @@
 
 #include <event2/event.h>
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include "config/config.h"
 
@@ -30,6 +31,8 @@ struct sesame_worker {
     struct event *drain_timer;
     bool draining;
     uint64_t request_counter;
+    struct event *heartbeat_ev;         /* for the systemd watchdog, when it is on */
+    _Atomic uint64_t heartbeat_ms;      /* monotonic ms of the last heartbeat */
     char id_prefix[12];                 /* random, for request ids */
     void *ext;                          /* per-worker state of the dispatch layer */
 };
@@ -45,6 +48,14 @@ void sesame_workers_publish_conf(struct sesame_conf *conf);
 /* Drains every worker (stop accepting, finish in-flight requests, at most
  * conf->server.shutdown_timeout_ms), then joins the threads. */
 void sesame_workers_stop(void);
+
+/* Starts, on every worker, a timer recording every period_ms that its event
+ * loop runs (main thread, after sesame_workers_start; for the watchdog). */
+void sesame_workers_heartbeat_start(uint64_t period_ms);
+
+/* True when every worker's heartbeat is at most max_age_ms old; otherwise
+ * *stalled is the id of a worker that is late. */
+bool sesame_workers_alive(uint64_t max_age_ms, int *stalled);
 
 /* Called by a worker when its server has no connection left during a drain. */
 void sesame_worker_drained(struct sesame_worker *w);

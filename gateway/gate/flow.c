@@ -14,14 +14,19 @@
 
 #include "account/account.h"
 #include "account/pool.h"
+#include "audit/audit.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/url.h"
 #include "core/util.h"
+#include "gate/backchannel.h"
 #include "gate/gate.h"
 #include "gate/identity.h"
+#include "gate/ratelimit.h"
 #include "gate/runtime.h"
 #include "oidc/jose.h"
 #include "oidc/provider.h"
+#include "oidc/refresher.h"
 #include "oidc/returnto.h"
 #include "pages/page.h"
 
@@ -30,18 +35,32 @@
 
 static struct sesame_pool *plugin_pool;
 
+static double
+plugin_queue_length(void *arg)
+{
+    return plugin_pool ? (double)sesame_pool_queued(plugin_pool) : 0;
+}
+
 int
 sesame_flow_start(const struct sesame_conf *conf, char **err)
 {
     plugin_pool = sesame_pool_new((size_t)conf->server.plugin_threads, 1024, err);
-    return plugin_pool ? SESAME_OK : SESAME_ERROR;
+    if (plugin_pool)
+        sesame_metrics_gauge_fn_set(SESAME_M_PLUGIN_QUEUE, plugin_queue_length, NULL);
+    if (plugin_pool == NULL || sesame_ratelimit_start(conf, err) != SESAME_OK ||
+        sesame_refresher_start(conf, err) != SESAME_OK)
+        return SESAME_ERROR;
+    return SESAME_OK;
 }
 
 void
 sesame_flow_stop(void)
 {
+    sesame_metrics_gauge_fn_set(SESAME_M_PLUGIN_QUEUE, NULL, NULL);
     sesame_pool_free(plugin_pool);
     plugin_pool = NULL;
+    sesame_refresher_stop();
+    sesame_ratelimit_stop();
 }
 
 /* ------------------------------------------------------------------------
@@ -91,6 +110,13 @@ struct flow {
     char *redirect_uri;
     char previous_id[SESAME_SESSION_ID_LEN + 1];
     struct sesame_session *session;
+    /* territories (gate/hop.h): the tree of the session made, and for a
+     * session derived from a territory session, that session's id and end */
+    char *tree;
+    char *parent;
+    int64_t expires_ms;
+    /* logout of a session of a tree: the territory session's ID token */
+    char *hint;
 };
 
 static void
@@ -111,6 +137,15 @@ flow_free(struct sesame_req *req)
     login_result_free(f->result);
     free(f->redirect_uri);
     sesame_session_free(f->session);
+    free(f->tree);
+    if (f->parent) {
+        OPENSSL_cleanse(f->parent, strlen(f->parent));
+        free(f->parent);
+    }
+    if (f->hint) {
+        OPENSSL_cleanse(f->hint, strlen(f->hint));
+        free(f->hint);
+    }
     free(f);
     req->ext = NULL;
     req->ext_free = NULL;
@@ -182,23 +217,137 @@ provider_unavailable(struct sesame_req *req, const struct sesame_conf_provider *
     sesame_log_warn("request %s: provider %s unavailable: %s", req->request_id, p ? p->name : "?",
                     why ? why : "?");
     struct sesame_page_ctx ctx = {0};
-    struct sesame_page_provider pp = {p ? p->name : "", NULL,
-                                      p ? sesame_page_provider_brand(p->name, p->issuer)
-                                        : SESAME_PAGE_BRAND_GENERIC};
+    struct sesame_page_provider pp = {
+        .name = p ? p->name : "",
+        .brand = p ? sesame_page_provider_brand(p->name, p->issuer) : SESAME_PAGE_BRAND_GENERIC};
     ctx.providers = &pp;
     ctx.nproviders = 1;
     ctx.return_to = "/";
+    char retry[16];
+    snprintf(retry, sizeof(retry), "%d", SESAME_PROVIDER_RETRY_AFTER_S);
+    sesame_server_add_header(&req->response_headers, "Retry-After", retry);
     sesame_gate_page(req, 503, SESAME_PAGE_PROVIDER_UNAVAILABLE, &ctx);
 }
 
-/* A sign-in that cannot go on (expired, replayed, forged): 400 page. */
-static void
-login_refused(struct sesame_req *req, const char *log_reason)
+/* The audit journal's reason of a refused sign-in (audit/audit.h). */
+static const char *
+audit_reason(enum sesame_metrics_signin r)
 {
+    switch (r) {
+    case SESAME_SIGNIN_STATE: return "state_expired";
+    case SESAME_SIGNIN_ISS: return "iss_mismatch";
+    case SESAME_SIGNIN_CANCELLED: return "cancelled";
+    case SESAME_SIGNIN_PROVIDER_ERROR: return "provider_error";
+    case SESAME_SIGNIN_REJECTED: return "code_rejected";
+    case SESAME_SIGNIN_BAD_RESPONSE: return "response_invalid";
+    case SESAME_SIGNIN_INVALID_TOKEN:
+    case SESAME_SIGNIN_UNKNOWN_KEY: return "token_invalid";
+    case SESAME_SIGNIN_ACR_TOO_LOW: return "acr_too_low";
+    case SESAME_SIGNIN_USERINFO: return "userinfo_invalid";
+    case SESAME_SIGNIN_NO_ACCOUNT: return "no_account";
+    case SESAME_SIGNIN_ACCOUNT_DENIED: return "account_denied";
+    case SESAME_SIGNIN_PROVIDER_UNAVAILABLE: return "provider_unavailable";
+    case SESAME_SIGNIN_REDIS_UNAVAILABLE: return "store_unavailable";
+    case SESAME_SIGNIN_PLUGIN_ERROR: return "account_error";
+    default: return "internal_error";
+    }
+}
+
+/* The client address in the audit journal, for tenants that ask for it. */
+static const char *
+audit_client(const struct sesame_req *req)
+{
+    return req->tenant && req->tenant->audit_client_address ? req->client_ip : NULL;
+}
+
+/* Counts the outcome of a sign-in callback (core/metrics.h) and records it
+ * in the audit journal: the session made, or the refusal with its reason
+ * (`reason` when finer than the outcome's; `error`: the provider's error
+ * code). */
+static void
+signin_audited(struct sesame_req *req, enum sesame_metrics_signin r, const char *reason,
+               const char *error)
+{
+    const struct flow *f = req->ext;
+    sesame_metrics_signin(f && f->provider ? f->provider->name : NULL, r);
+    if (!sesame_audit_enabled())
+        return;
+    const struct sesame_session *s = r == SESAME_SIGNIN_SUCCESS && f ? f->session : NULL;
+    struct sesame_audit_kv kv[2];
+    size_t n = 0;
+    if (s && s->acr)
+        kv[n++] = (struct sesame_audit_kv){"acr", s->acr, 0};
+    if (error) /* a word of the OAuth error codes, or "other" */
+        kv[n++] = (struct sesame_audit_kv){
+            "error", strlen(error) <= 40 && strspn(error, "abcdefghijklmnopqrstuvwxyz_") == strlen(error)
+                         ? error : "other", 0};
+    struct sesame_audit_event ev = {
+        .event = "signin",
+        .tenant = req->tenant ? req->tenant->name : NULL,
+        .account = s ? s->account : NULL,
+        .provider = f && f->provider ? f->provider->name : NULL,
+        .outcome = r == SESAME_SIGNIN_SUCCESS ? "success" : "refused",
+        .reason = r == SESAME_SIGNIN_SUCCESS ? NULL : reason ? reason : audit_reason(r),
+        .client = audit_client(req),
+        .detail = kv,
+        .ndetail = n,
+    };
+    sesame_audit_event(&ev);
+}
+
+static void
+signin_outcome(struct sesame_req *req, enum sesame_metrics_signin r)
+{
+    signin_audited(req, r, NULL, NULL);
+}
+
+/* A sign-in that cannot go on (expired, replayed, forged): 400 page.
+ * reason: the audit journal's (NULL: why's). */
+static void
+login_refused_because(struct sesame_req *req, enum sesame_metrics_signin why, const char *reason,
+                      const char *log_reason)
+{
+    signin_audited(req, why, reason, NULL);
     sesame_log_info("request %s: sign-in refused: %s", req->request_id, log_reason);
     sesame_gate_error(req, 400,
                       "Votre connexion n'a pas pu aboutir : elle a expiré, a déjà servi ou a été "
                       "ouverte dans un autre navigateur. Revenez à l'accueil et connectez-vous à nouveau.");
+}
+
+static void
+login_refused_as(struct sesame_req *req, enum sesame_metrics_signin why, const char *log_reason)
+{
+    login_refused_because(req, why, NULL, log_reason);
+}
+
+static void
+login_refused(struct sesame_req *req, const char *reason, const char *log_reason)
+{
+    login_refused_because(req, SESAME_SIGNIN_STATE, reason, log_reason);
+}
+
+/* The sign-in outcome of a failed provider operation. */
+static enum sesame_metrics_signin
+provider_outcome(enum sesame_provider_status st)
+{
+    switch (st) {
+    case SESAME_PROVIDER_UNAVAILABLE:
+    case SESAME_PROVIDER_MISCONFIGURED:
+        return SESAME_SIGNIN_PROVIDER_UNAVAILABLE;
+    case SESAME_PROVIDER_REJECTED:
+        return SESAME_SIGNIN_REJECTED;
+    case SESAME_PROVIDER_INVALID_TOKEN:
+        return SESAME_SIGNIN_INVALID_TOKEN;
+    case SESAME_PROVIDER_UNKNOWN_KEY:
+        return SESAME_SIGNIN_UNKNOWN_KEY;
+    case SESAME_PROVIDER_ACR_TOO_LOW:
+        return SESAME_SIGNIN_ACR_TOO_LOW;
+    case SESAME_PROVIDER_USERINFO_INVALID:
+    case SESAME_PROVIDER_USERINFO_MISMATCH:
+        return SESAME_SIGNIN_USERINFO;
+    default:
+        return SESAME_SIGNIN_BAD_RESPONSE;
+    }
 }
 
 /* The Redis key of a pending login: its state followed by the browser
@@ -267,6 +416,7 @@ login_stored(int status, void *arg)
         free(err);
         return;
     }
+    sesame_metrics_add(SESAME_M_SIGNIN_REDIRECTS, f->provider->name, NULL, NULL, 1);
     sesame_server_redirect(req, 302, url);
     free(url);
 }
@@ -329,10 +479,7 @@ sesame_flow_login(struct sesame_req *req)
     }
     if (acr[0] && sesame_jose_acr_rank(acr) > 0)
         snprintf(f->acr, sizeof(f->acr), "%s", acr);
-    char *safe = r1 == SESAME_OK ? sesame_returnto_check(rt, strlen(rt),
-                                                         (const char *const *)req->tenant->hosts,
-                                                         req->tenant->nhosts, req->tenant->public_url)
-                                 : NULL;
+    char *safe = r1 == SESAME_OK ? sesame_gate_return_to(req, rt) : NULL;
     f->return_to = safe ? safe : sesame_strdup("/");
     /* the browser binding, shared by concurrent tabs */
     char cname[128];
@@ -354,7 +501,12 @@ sesame_flow_login(struct sesame_req *req)
         free(err);
         return;
     }
-    f->pop = sesame_provider_ensure(f->rt, h, login_ready, req);
+    /* the rate limits (gate/ratelimit.h) before anything is stored; then a
+     * provider known to be down is asked again rather than trusted: the
+     * citizen is never sent to one that does not answer (oidc/provider.h) */
+    if (!sesame_ratelimit_signin(req, f->return_to, f->provider->name, f->acr[0] ? f->acr : NULL))
+        return;
+    f->pop = sesame_provider_ensure_available(f->rt, h, login_ready, req);
 }
 
 /* ------------------------------------------------------------------------
@@ -369,17 +521,39 @@ session_created(int status, const char *cookie_id, void *arg)
         return;
     struct sesame_req *req = f->req;
     if (status != SESAME_OK) {
+        signin_outcome(req, SESAME_SIGNIN_REDIS_UNAVAILABLE);
         sesame_log_warn("request %s: session not stored", req->request_id);
         sesame_gate_error(req, 503, NULL);
         return;
     }
+    signin_outcome(req, SESAME_SIGNIN_SUCCESS);
+    if (f->result) /* for back-channel logout (gate/backchannel.h) */
+        sesame_backchannel_index(req, f->provider->name, f->result->sub,
+                                 json_string_value(json_object_get(f->result->claims, "sid")), cookie_id);
     sesame_gate_set_cookie(req, req->conf->session.cookie_name, cookie_id,
                            (int64_t)sesame_util_ms_to_s_ceil(req->conf->session.max_lifetime_ms));
     sesame_log_info("login: request %s tenant %s provider %s account %s acr %s", req->request_id,
                     req->tenant->name, f->provider->name, f->session->account,
                     f->session->acr ? f->session->acr : "-");
-    const char *rt = json_string_value(json_object_get(f->blob, "r"));
+    /* a callback's pending login, or the return path of sesame_flow_derive */
+    const char *rt = f->blob ? json_string_value(json_object_get(f->blob, "r")) : f->return_to;
     sesame_server_redirect(req, 303, rt && rt[0] ? rt : "/");
+}
+
+/* What a territory session keeps: every identity claim its provider was
+ * asked for (as released), since each member tenant's accounts plugin and
+ * routes take what they need from it. */
+static json_t *
+territory_claims(const struct sesame_conf_provider *p, const json_t *claims)
+{
+    json_t *out = json_object();
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)claims, k, v) {
+        if (json_is_string(v) && sesame_conf_identity_claim(p, k))
+            json_object_set(out, k, v);
+    }
+    return out;
 }
 
 static void
@@ -393,7 +567,12 @@ create_session(struct sesame_req *req, const char *account, const struct sesame_
     s->provider = sesame_strdup(f->provider->name);
     s->acr = r->acr ? sesame_strdup(r->acr) : NULL;
     s->id_token = r->id_token ? sesame_strdup(r->id_token) : NULL;
-    s->claims = sesame_identity_kept_claims(req->conf, req->tenant, r->claims);
+    s->claims = req->tenant->is_territory ? territory_claims(f->provider, r->claims)
+                                          : sesame_identity_kept_claims(req->conf, req->tenant, r->claims);
+    s->tree = f->tree ? sesame_strdup(f->tree) : NULL;
+    s->parent = f->parent ? sesame_strdup(f->parent) : NULL;
+    if (f->expires_ms > 0)
+        s->expires_ms = f->expires_ms; /* sesame_session_create keeps the earlier end */
     if (res && res->nattributes > 0) {
         s->attributes = json_object();
         for (size_t i = 0; i < res->nattributes; i++)
@@ -405,8 +584,10 @@ create_session(struct sesame_req *req, const char *account, const struct sesame_
     int rc = st ? sesame_session_create(st, s, f->previous_id[0] ? f->previous_id : NULL,
                                         session_created, req, &f->sop)
                 : SESAME_ERROR;
-    if (rc != SESAME_AGAIN)
+    if (rc != SESAME_AGAIN) {
+        signin_outcome(req, SESAME_SIGNIN_REDIS_UNAVAILABLE);
         sesame_gate_error(req, 503, NULL);
+    }
 }
 
 static void
@@ -418,11 +599,21 @@ account_done(const struct sesame_plugin_result *res, void *arg)
     struct sesame_req *req = f->req;
     switch (res->status) {
     case SESAME_PLUGIN_RESULT_FOUND:
+        if (res->reason == SESAME_PLUGIN_REASON_LINKED || res->reason == SESAME_PLUGIN_REASON_CREATED) {
+            struct sesame_audit_event ev = {
+                .event = res->reason == SESAME_PLUGIN_REASON_CREATED ? "account_created" : "account_linked",
+                .tenant = req->tenant->name, .account = res->account_id,
+                .provider = f->provider->name, .outcome = "success",
+                .detail = &(struct sesame_audit_kv){"by", "signin", 0}, .ndetail = 1};
+            sesame_audit_event(&ev);
+        }
         create_session(req, res->account_id, res);
         return;
     case SESAME_PLUGIN_RESULT_NONE:
         sesame_log_info("request %s: no account (%s) for this identity", req->request_id,
                         res->reason == SESAME_PLUGIN_REASON_LINK_ONLY ? "link-only" : "deny");
+        signin_outcome(req, res->reason == SESAME_PLUGIN_REASON_LINK_ONLY ? SESAME_SIGNIN_NO_ACCOUNT
+                                                                           : SESAME_SIGNIN_ACCOUNT_DENIED);
         if (res->reason == SESAME_PLUGIN_REASON_LINK_ONLY) {
             struct sesame_page_ctx ctx = {0};
             sesame_gate_page(req, 403, SESAME_PAGE_NO_ACCOUNT, &ctx);
@@ -432,6 +623,7 @@ account_done(const struct sesame_plugin_result *res, void *arg)
         }
         return;
     default:
+        signin_outcome(req, SESAME_SIGNIN_PLUGIN_ERROR);
         sesame_log_error("request %s: account plugin: %s", req->request_id,
                          res->error[0] ? res->error : "error");
         sesame_gate_error(req, 503, NULL);
@@ -439,7 +631,9 @@ account_done(const struct sesame_plugin_result *res, void *arg)
     }
 }
 
-/* The plugin's view of an identity: string claims only. */
+/* The plugin's view of an identity: string claims only, and only identity
+ * claims the provider's scopes ask for, never protocol claims (nonce, aud,
+ * iss, exp, at_hash...): sesame_conf_identity_claim. */
 static void
 resolve_account(struct sesame_req *req)
 {
@@ -458,7 +652,8 @@ resolve_account(struct sesame_req *req)
         if (n == SESAME_ACCOUNT_MAX_CLAIMS)
             break;
         if (!json_is_string(v) || strlen(k) > SESAME_ACCOUNT_MAX_CLAIM_NAME ||
-            json_string_length(v) > SESAME_ACCOUNT_MAX_CLAIM_VALUE)
+            json_string_length(v) > SESAME_ACCOUNT_MAX_CLAIM_VALUE ||
+            !sesame_conf_identity_claim(f->provider, k))
             continue;
         kv[n].key = k;
         kv[n].value = json_string_value(v);
@@ -470,10 +665,50 @@ resolve_account(struct sesame_req *req)
                                           req->conf->server.plugin_timeout_ms, account_done, req,
                                           &f->aop, &err);
     if (rc != SESAME_OK && rc != SESAME_AGAIN) {
+        signin_outcome(req, SESAME_SIGNIN_PLUGIN_ERROR);
         sesame_log_error("request %s: account plugin: %s", req->request_id, err ? err : "cannot submit");
         free(err);
         sesame_gate_error(req, 503, NULL);
     }
+}
+
+/* A sign-in at a territory's host: the new session keeps the tree of the
+ * territory session it replaces (so that logging out still ends the sessions
+ * the communes derived from that one), else starts a new tree. */
+static void
+tree_found(int status, struct sesame_session *s, void *arg)
+{
+    struct flow *f = resume(arg, OP_SESSION);
+    if (f == NULL) {
+        sesame_session_free(s);
+        return;
+    }
+    if (status == SESAME_OK && s != NULL && s->tree != NULL)
+        f->tree = sesame_strdup(s->tree);
+    sesame_session_free(s);
+    if (f->tree == NULL) {
+        f->tree = sesame_malloc(SESAME_SESSION_ID_LEN + 1);
+        if (sesame_util_random_token(f->tree, SESAME_SESSION_ID_LEN + 1, 32) != SESAME_OK) {
+            sesame_gate_error(f->req, 500, NULL);
+            return;
+        }
+    }
+    resolve_account(f->req);
+}
+
+static void
+start_tree(struct sesame_req *req)
+{
+    struct flow *f = req->ext;
+    struct sesame_session_store *st = sesame_gate_store(req);
+    struct sesame_session *s = NULL;
+    int rc = st && f->previous_id[0]
+                 ? sesame_session_load(st, f->previous_id, req->tenant->name, tree_found, req, &s, &f->sop)
+                 : SESAME_DECLINED;
+    if (rc == SESAME_AGAIN)
+        return;
+    f->sop = NULL;
+    tree_found(rc == SESAME_OK ? SESAME_OK : SESAME_DECLINED, s, req);
 }
 
 static void
@@ -485,6 +720,7 @@ validated(void *arg, const struct sesame_provider_identity *id, enum sesame_prov
         return;
     struct sesame_req *req = f->req;
     if (st != SESAME_PROVIDER_OK || id == NULL || id->sub == NULL) {
+        signin_outcome(req, provider_outcome(st));
         sesame_log_warn("request %s: provider %s: sign-in refused (%s): %s", req->request_id,
                         f->provider->name, sesame_provider_status_name(st), err ? err : "?");
         if (st == SESAME_PROVIDER_UNAVAILABLE || st == SESAME_PROVIDER_MISCONFIGURED)
@@ -499,6 +735,32 @@ validated(void *arg, const struct sesame_provider_identity *id, enum sesame_prov
     r->sub = sesame_strdup(id->sub);
     r->acr = id->acr ? sesame_strdup(id->acr) : NULL;
     f->result = r;
+    if (req->tenant->is_territory) {
+        start_tree(req);
+        return;
+    }
+    resolve_account(req);
+}
+
+void
+sesame_flow_derive(struct sesame_req *req, const struct sesame_flow_identity *id)
+{
+    struct flow *f = flow_new(req);
+    f->provider = id->provider ? sesame_conf_find_provider(req->conf, id->provider) : NULL;
+    if (f->provider == NULL || id->sub == NULL || id->tree == NULL || id->parent == NULL) {
+        login_refused(req, "state_invalid", "territory identity incomplete or of a provider no longer configured");
+        return;
+    }
+    struct login_result *r = sesame_calloc(1, sizeof(*r));
+    r->claims = id->claims ? json_deep_copy(id->claims) : json_object();
+    r->sub = sesame_strdup(id->sub);
+    r->acr = id->acr ? sesame_strdup(id->acr) : NULL;
+    f->result = r;
+    f->return_to = sesame_strdup(id->return_to && id->return_to[0] ? id->return_to : "/");
+    f->tree = sesame_strdup(id->tree);
+    f->parent = sesame_strdup(id->parent);
+    f->expires_ms = id->expires_ms;
+    sesame_gate_cookie(req, req->conf->session.cookie_name, f->previous_id);
     resolve_account(req);
 }
 
@@ -534,17 +796,18 @@ taken(int status, json_t *blob, void *arg)
     struct sesame_req *req = f->req;
     if (status == SESAME_ERROR) {
         json_decref(blob);
+        signin_outcome(req, SESAME_SIGNIN_REDIS_UNAVAILABLE);
         sesame_gate_error(req, 503, NULL);
         return;
     }
     if (blob == NULL) {
-        login_refused(req, "unknown, expired or already used state, or another browser's");
+        login_refused(req, "state_expired", "unknown, expired or already used state, or another browser's");
         return;
     }
     f->blob = blob;
     const char *kind = json_string_value(json_object_get(blob, "k"));
     if (kind == NULL || strcmp(kind, "login") != 0) {
-        login_refused(req, "not a pending login");
+        login_refused(req, "state_invalid", "not a pending login");
         return;
     }
     const struct sesame_http_request *m = &req->msg;
@@ -554,16 +817,16 @@ taken(int status, json_t *blob, void *arg)
     char cname[128], cookie[SESAME_SESSION_ID_LEN + 1];
     snprintf(cname, sizeof(cname), "%s_login", req->conf->session.cookie_name);
     if (tenant == NULL || strcmp(tenant, req->tenant->name) != 0) {
-        login_refused(req, "state of another tenant");
+        login_refused(req, "tenant_mismatch", "state of another tenant");
         return;
     }
     if (sesame_gate_cookie(req, cname, cookie) != SESAME_OK || !sesame_util_ct_streq(cookie, binding)) {
-        login_refused(req, "browser binding cookie missing or different");
+        login_refused(req, "browser_mismatch", "browser binding cookie missing or different");
         return;
     }
     f->provider = pname ? sesame_conf_find_provider(req->conf, pname) : NULL;
     if (f->provider == NULL) {
-        login_refused(req, "provider no longer configured");
+        login_refused(req, "provider_unknown", "provider no longer configured");
         return;
     }
     char error[128] = "", iss[1024] = "", code[MAX_PARAM] = "";
@@ -571,11 +834,11 @@ taken(int status, json_t *blob, void *arg)
     int ri = sesame_url_query_get(m->query, m->query_len, "iss", iss, sizeof(iss));
     int rc = sesame_url_query_get(m->query, m->query_len, "code", code, sizeof(code));
     if (re == SESAME_ERROR || ri == SESAME_ERROR || rc == SESAME_ERROR) {
-        login_refused(req, "malformed callback parameters");
+        login_refused(req, "callback_malformed", "malformed callback parameters");
         return;
     }
     if (ri == SESAME_OK && strcmp(iss, f->provider->issuer) != 0) {
-        login_refused(req, "iss parameter differs from the issuer");
+        login_refused_as(req, SESAME_SIGNIN_ISS, "iss parameter differs from the issuer");
         return;
     }
     if (re == SESAME_OK) {
@@ -599,8 +862,12 @@ taken(int status, json_t *blob, void *arg)
                          "vérifiée). Vous n'avez rien annulé : contactez ce fournisseur pour en "
                          "savoir plus.";
         }
-        struct sesame_page_provider pp = {f->provider->name, NULL,
-                                          sesame_page_provider_brand(f->provider->name, f->provider->issuer)};
+        signin_audited(req, id == SESAME_PAGE_PROVIDER_ACCESS_DENIED ? SESAME_SIGNIN_CANCELLED
+                                                                    : SESAME_SIGNIN_PROVIDER_ERROR,
+                       NULL, error);
+        struct sesame_page_provider pp = {
+            .name = f->provider->name,
+            .brand = sesame_page_provider_brand(f->provider->name, f->provider->issuer)};
         ctx.providers = &pp;
         ctx.nproviders = 1;
         const char *rt = json_string_value(json_object_get(blob, "r"));
@@ -610,7 +877,7 @@ taken(int status, json_t *blob, void *arg)
         return;
     }
     if (rc != SESAME_OK || code[0] == '\0') {
-        login_refused(req, "callback without code");
+        login_refused_as(req, SESAME_SIGNIN_BAD_RESPONSE, "callback without code");
         return;
     }
     sesame_gate_cookie(req, req->conf->session.cookie_name, f->previous_id);
@@ -618,6 +885,7 @@ taken(int status, json_t *blob, void *arg)
     f->rt = sesame_provider_registry_get(f->provider, &err);
     struct sesame_httpc *h = sesame_gate_httpc(req);
     if (f->rt == NULL || h == NULL) {
+        signin_outcome(req, SESAME_SIGNIN_PROVIDER_UNAVAILABLE);
         provider_unavailable(req, f->provider, err ? err : "no HTTPS client");
         free(err);
         return;
@@ -632,23 +900,24 @@ sesame_flow_callback(struct sesame_req *req)
 {
     const struct sesame_http_request *m = &req->msg;
     if (!sesame_url_query_unique(m->query, m->query_len)) {
-        login_refused(req, "duplicated callback parameters");
+        login_refused(req, "callback_malformed", "duplicated callback parameters");
         return;
     }
     char state[160];
     if (sesame_url_query_get(m->query, m->query_len, "state", state, sizeof(state)) != SESAME_OK ||
         strlen(state) < 22) {
-        login_refused(req, "callback without a valid state");
+        login_refused(req, "callback_malformed", "callback without a valid state");
         return;
     }
     char cname[128], binding[SESAME_SESSION_ID_LEN + 1];
     snprintf(cname, sizeof(cname), "%s_login", req->conf->session.cookie_name);
     if (sesame_gate_cookie(req, cname, binding) != SESAME_OK) {
-        login_refused(req, "no browser binding cookie (callback from another browser?)");
+        login_refused(req, "browser_mismatch", "no browser binding cookie (callback from another browser?)");
         return;
     }
     struct sesame_session_store *st = sesame_gate_store(req);
     if (st == NULL) {
+        signin_outcome(req, SESAME_SIGNIN_REDIS_UNAVAILABLE);
         sesame_gate_error(req, 503, NULL);
         return;
     }
@@ -657,7 +926,7 @@ sesame_flow_callback(struct sesame_req *req)
     pending_key(key, state, binding);
     int rc = sesame_session_login_take(st, key, taken, req, &f->sop);
     if (rc != SESAME_AGAIN)
-        login_refused(req, "invalid state");
+        login_refused(req, "state_invalid", "invalid state");
 }
 
 /* ------------------------------------------------------------------------
@@ -690,8 +959,11 @@ logout_state_stored(int status, void *arg)
     if (f == NULL)
         return;
     struct sesame_req *req = f->req;
-    char *post = callback_url(req, "logout/callback");
-    char *url = f->rt ? sesame_provider_end_session_url(f->rt, f->session->id_token, f->state, post) : NULL;
+    /* a member of a territory: the provider knows the territory's host */
+    const struct sesame_conf_tenant *at = req->tenant->territory ? req->tenant->territory : req->tenant;
+    char *post = sesame_asprintf("%s%slogout/callback", at->public_url, req->conf->server.prefix);
+    const char *hint = f->hint ? f->hint : f->session->id_token;
+    char *url = f->rt ? sesame_provider_end_session_url(f->rt, hint, f->state, post) : NULL;
     free(post);
     if (url == NULL) {
         signed_out(req);
@@ -723,6 +995,25 @@ logout_ready(void *arg, enum sesame_provider_status st, const char *err)
         signed_out(req);
 }
 
+static void logout_end_session(struct sesame_req *req);
+
+static void
+tree_revoked(int status, size_t count, void *arg)
+{
+    struct flow *f = resume(arg, OP_SESSION);
+    if (f == NULL)
+        return;
+    struct sesame_req *req = f->req;
+    if (status != SESAME_OK) {
+        /* sessions of the tree may still exist: say so rather than pretend */
+        sesame_gate_error(req, 503, NULL);
+        return;
+    }
+    sesame_log_info("logout: request %s tenant %s: %zu sessions of its tree ended", req->request_id,
+                    req->tenant->name, count);
+    logout_end_session(req);
+}
+
 static void
 logout_destroyed(int status, void *arg)
 {
@@ -738,10 +1029,28 @@ logout_destroyed(int status, void *arg)
     sesame_gate_set_cookie(req, req->conf->session.cookie_name, NULL, 0);
     sesame_log_info("logout: request %s tenant %s account %s", req->request_id, req->tenant->name,
                     f->session->account);
+    sesame_audit_event(&(struct sesame_audit_event){
+        .event = "logout", .tenant = req->tenant->name, .account = f->session->account,
+        .provider = f->session->provider, .outcome = "success", .client = audit_client(req)});
+    if (f->session->tree != NULL) {
+        int rc = sesame_session_revoke_account(sesame_gate_store(req), "@tree", f->session->tree,
+                                               tree_revoked, req, &f->sop);
+        if (rc != SESAME_AGAIN)
+            sesame_gate_error(req, 503, NULL);
+        return;
+    }
+    logout_end_session(req);
+}
+
+/* After the local session (and its tree): the provider's end-session. */
+static void
+logout_end_session(struct sesame_req *req)
+{
+    struct flow *f = req->ext;
     const struct sesame_conf_provider *p =
         f->session->provider ? sesame_conf_find_provider(req->conf, f->session->provider) : NULL;
     struct sesame_httpc *h = sesame_gate_httpc(req);
-    if (p == NULL || f->session->id_token == NULL || h == NULL) {
+    if (p == NULL || (f->hint ? f->hint : f->session->id_token) == NULL || h == NULL) {
         signed_out(req);
         return;
     }
@@ -754,6 +1063,9 @@ logout_destroyed(int status, void *arg)
      * may not have been fetched yet */
     f->pop = sesame_provider_ensure(f->rt, h, logout_ready, req);
 }
+
+static void logout_destroy(struct sesame_req *req);
+static void parent_loaded(int status, struct sesame_session *t, void *arg);
 
 static void
 logout_loaded(int status, struct sesame_session *s, void *arg)
@@ -791,9 +1103,46 @@ logout_loaded(int status, struct sesame_session *s, void *arg)
         sesame_gate_page_origin(req, 200, SESAME_PAGE_LOGOUT, &ctx, origin[0] ? origin : NULL);
         return;
     }
+    if (s->parent != NULL && req->tenant->territory != NULL) {
+        /* the territory session's ID token, before the tree is revoked */
+        struct sesame_session *t = NULL;
+        int rc = sesame_session_load(sesame_gate_store(req), s->parent, req->tenant->territory->name,
+                                     parent_loaded, req, &t, &f->sop);
+        if (rc == SESAME_AGAIN)
+            return;
+        f->sop = NULL;
+        parent_loaded(rc == SESAME_OK ? SESAME_OK : rc == SESAME_ERROR ? SESAME_ERROR : SESAME_DECLINED, t,
+                      req);
+        return;
+    }
+    logout_destroy(req);
+}
+
+static void
+logout_destroy(struct sesame_req *req)
+{
+    struct flow *f = req->ext;
     int rc = sesame_session_destroy(sesame_gate_store(req), f->previous_id, logout_destroyed, req, &f->sop);
     if (rc != SESAME_AGAIN)
         logout_destroyed(SESAME_ERROR, req);
+}
+
+static void
+parent_loaded(int status, struct sesame_session *t, void *arg)
+{
+    struct flow *f = resume(arg, OP_SESSION);
+    if (f == NULL) {
+        sesame_session_free(t);
+        return;
+    }
+    if (status == SESAME_ERROR) {
+        sesame_gate_error(f->req, 503, NULL);
+        return;
+    }
+    if (status == SESAME_OK && t != NULL && t->id_token != NULL)
+        f->hint = sesame_strdup(t->id_token);
+    sesame_session_free(t);
+    logout_destroy(f->req);
 }
 
 static void
@@ -859,6 +1208,19 @@ logout_state_taken(int status, json_t *blob, void *arg)
     struct sesame_req *req = f->req;
     if (blob == NULL)
         sesame_log_info("request %s: logout callback with an unknown state (tolerated)", req->request_id);
+    /* back at a territory's host from a logout started at one of its
+     * communes: the signed-out page of that commune, on its own host */
+    const char *from = json_string_value(json_object_get(blob, "t"));
+    for (size_t i = 0; from && i < req->tenant->nmembers; i++) {
+        const struct sesame_conf_tenant *m = req->tenant->members[i];
+        if (strcmp(m->name, from) == 0) {
+            char *url = sesame_asprintf("%s%slogout/callback", m->public_url, req->conf->server.prefix);
+            json_decref(blob);
+            sesame_server_redirect(req, 303, url);
+            free(url);
+            return;
+        }
+    }
     json_decref(blob);
     signed_out(req);
 }

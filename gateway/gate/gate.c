@@ -6,22 +6,34 @@
 #include <strings.h>
 #include <time.h>
 
+#include <pthread.h>
+
 #include <event2/buffer.h>
 #include <jansson.h>
 
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/url.h"
 #include "core/util.h"
+#include "gate/backchannel.h"
 #include "gate/flow.h"
+#include "gate/forward.h"
 #include "gate/hop.h"
 #include "gate/identity.h"
+#include "gate/ready.h"
+#include "gate/replay.h"
 #include "gate/runtime.h"
 #include "http/proxy.h"
+#include "http/tunnel.h"
 #include "oidc/httpc.h"
+#include "oidc/provider.h"
+#include "oidc/refresher.h"
 #include "oidc/returnto.h"
 #include "pages/page.h"
 
 #define RETIRE_SECONDS 30
+
+static void install_tunnel_check(void);
 
 /* ------------------------------------------------------------------------
  * Per-worker state
@@ -34,6 +46,7 @@ struct bundle {
     struct event *retire_timer;
     struct sesame_gate_worker *owner;
     struct bundle *next_retired;
+    bool redis_down;              /* counted in SESAME_M_REDIS_DOWN (current bundle only) */
 };
 
 struct sesame_gate_worker {
@@ -43,11 +56,37 @@ struct sesame_gate_worker {
     struct sesame_httpc *httpc;
 };
 
+/* The current bundle's Redis connection state, for readiness. */
+static void
+bundle_count_down(struct bundle *b, bool down)
+{
+    if (b->redis_down == down)
+        return;
+    b->redis_down = down;
+    sesame_metrics_gauge_add(SESAME_M_REDIS_DOWN, down ? 1 : -1);
+}
+
+static void
+redis_state_cb(bool up, void *arg)
+{
+    bundle_count_down(arg, !up);
+}
+
+/* A bundle that is no longer current stops counting. */
+static void
+bundle_uncount(struct bundle *b)
+{
+    if (b->redis)
+        sesame_redis_set_state_cb(b->redis, NULL, NULL);
+    bundle_count_down(b, false);
+}
+
 static void
 bundle_free(struct bundle *b)
 {
     if (b == NULL)
         return;
+    bundle_uncount(b);
     if (b->owner) { /* unlink from the retired list */
         struct bundle **pp = &b->owner->retired;
         while (*pp && *pp != b)
@@ -70,8 +109,11 @@ bundle_new(struct sesame_worker *w, struct sesame_conf *conf)
     b->conf = sesame_conf_ref(conf);
     if (conf->has_redis) {
         b->redis = sesame_redis_new(w->base, &conf->redis);
-        if (b->redis)
+        if (b->redis) {
             b->store = sesame_session_store_new(b->redis, conf);
+            bundle_count_down(b, !sesame_redis_is_up(b->redis));
+            sesame_redis_set_state_cb(b->redis, redis_state_cb, b);
+        }
     }
     return b;
 }
@@ -85,6 +127,8 @@ retire_cb(evutil_socket_t fd, short what, void *arg)
 int
 sesame_gate_worker_init(struct sesame_worker *w, char **err)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, install_tunnel_check);
     struct sesame_gate_worker *g = sesame_calloc(1, sizeof(*g));
     g->w = w;
     g->cur = bundle_new(w, w->conf);
@@ -109,6 +153,9 @@ sesame_gate_worker_reload(struct sesame_worker *w)
     struct sesame_gate_worker *g = w->ext;
     if (g == NULL)
         return;
+    /* the background refresher follows the providers of the new
+     * configuration (idempotent: every worker says it) */
+    sesame_refresher_watch(w->conf);
     struct bundle *old = g->cur;
     struct bundle *b = bundle_new(w, w->conf);
     if (w->conf->has_redis && b->store == NULL) {
@@ -118,6 +165,7 @@ sesame_gate_worker_reload(struct sesame_worker *w)
         return;
     }
     g->cur = b;
+    bundle_uncount(old);
     /* Operations in flight on the old store finish within the Redis command
      * timeout; it is freed well after that. */
     old->owner = g;
@@ -148,6 +196,14 @@ sesame_gate_store(struct sesame_req *req)
     struct sesame_worker *w = sesame_server_worker(req);
     struct sesame_gate_worker *g = w ? w->ext : NULL;
     return g ? g->cur->store : NULL;
+}
+
+struct sesame_redis *
+sesame_gate_redis(struct sesame_req *req)
+{
+    struct sesame_worker *w = sesame_server_worker(req);
+    struct sesame_gate_worker *g = w ? w->ext : NULL;
+    return g && g->cur->store ? g->cur->redis : NULL;
 }
 
 struct sesame_httpc *
@@ -217,14 +273,14 @@ sesame_gate_set_cookie(struct sesame_req *req, const char *name, const char *val
 /* The security headers with form-action extended to `origin` (NULL: the
  * standard block). Returns a malloc'd header block. */
 static char *
-security_headers(const char *origin)
+security_headers(const char *origin, const char *origin2)
 {
     size_t n;
     const struct sesame_page_header *list = sesame_page_security_header_list(&n);
     char *csp = NULL;
     if (origin) {
-        const char *origins[1] = {origin};
-        csp = sesame_page_csp(origins, 1, NULL);
+        const char *origins[2] = {origin, origin2};
+        csp = sesame_page_csp(origins, origin2 ? 2 : 1, NULL);
     }
     struct evbuffer *b = evbuffer_new();
     for (size_t i = 0; i < n; i++) {
@@ -238,6 +294,14 @@ security_headers(const char *origin)
     out[len] = '\0';
     evbuffer_free(b);
     return out;
+}
+
+/* The tenant's name in the URLs of its theme and logo: a territory's
+ * without its '@'. */
+static const char *
+static_name(const struct sesame_conf_tenant *t)
+{
+    return t->name + (t->is_territory ? 1 : 0);
 }
 
 void
@@ -256,8 +320,9 @@ sesame_gate_page_origin(struct sesame_req *req, int status, int page_id, struct 
     char home[1100];
     if (req->tenant) {
         snprintf(home, sizeof(home), "%s/", req->tenant->public_url);
-        ctx->tenant = req->tenant->name;
+        ctx->tenant = static_name(req->tenant);
         ctx->tenant_name = req->tenant->display_name;
+        ctx->tenant_in_sentence = req->tenant->name_in_sentence;
         ctx->accent_color = req->tenant->accent_color;
         ctx->has_logo = t && t->logo;
         ctx->home_url = home;
@@ -274,7 +339,11 @@ sesame_gate_page_origin(struct sesame_req *req, int status, int page_id, struct 
         return;
     }
     if (form_origin) {
-        char *headers = security_headers(form_origin);
+        /* a member of a territory: the provider sends the browser on to the
+         * territory's host (its post-logout URI), in the same navigation */
+        char *headers = security_headers(form_origin, req->tenant && req->tenant->territory
+                                                          ? req->tenant->territory->public_url
+                                                          : NULL);
         sesame_server_respond(req, status, SESAME_PAGE_CONTENT_TYPE, headers, body);
         free(headers);
     } else {
@@ -315,6 +384,24 @@ add_return_to(struct evbuffer *out, const struct sesame_req *req)
         sesame_url_encode(out, "?", 1);
         sesame_url_encode(out, req->msg.query, req->msg.query_len);
     }
+}
+
+char *
+sesame_gate_return_to(const struct sesame_req *req, const char *rt)
+{
+    const struct sesame_conf_tenant *t = req->tenant;
+    char *safe = sesame_returnto_check(rt, strlen(rt), (const char *const *)t->hosts, t->nhosts,
+                                       t->public_url);
+    for (size_t i = 0; safe == NULL && i < t->nmembers; i++) {
+        const struct sesame_conf_tenant *m = t->members[i];
+        safe = sesame_returnto_check(rt, strlen(rt), (const char *const *)m->hosts, m->nhosts,
+                                     m->public_url);
+        if (safe != NULL && strstr(safe, "://") == NULL) {
+            free(safe); /* a path is on the territory's own host: checked above */
+            safe = NULL;
+        }
+    }
+    return safe;
 }
 
 bool
@@ -366,7 +453,8 @@ sesame_gate_signin_url(struct sesame_req *req, const char *acr, bool direct)
             evbuffer_free(b);
             return NULL;
         }
-        evbuffer_add_printf(b, "%s%ssso?return_to=", req->tenant->public_url, req->conf->server.prefix);
+        evbuffer_add_printf(b, "%s%ssso?return_to=", sesame_hop_signin_tenant(req)->public_url,
+                            req->conf->server.prefix);
         sesame_url_encode(b, back, strlen(back));
         free(back);
     } else {
@@ -389,6 +477,9 @@ sesame_gate_signin_url(struct sesame_req *req, const char *acr, bool direct)
 
 struct access {
     struct sesame_session_op *op;
+    bool identified;              /* the identity of a session was passed on */
+    sesame_tunnel_check_done done; /* a WebSocket's session check under way */
+    void *done_arg;
 };
 
 static void
@@ -410,8 +501,21 @@ need_signin(struct sesame_req *req, const char *acr, bool drop_cookie, const cha
 {
     if (drop_cookie)
         sesame_gate_set_cookie(req, req->conf->session.cookie_name, NULL, 0);
+    if (req->forward_auth) {
+        char *fu = sesame_gate_signin_url(req, acr, !req->tenant->sign_in_page);
+        if (fu == NULL)
+            sesame_gate_error(req, 500, NULL);
+        else
+            sesame_forward_signin(req, fu, why);
+        free(fu);
+        return;
+    }
     if (sesame_gate_is_api(req)) {
         sesame_gate_error(req, 401, why);
+        return;
+    }
+    if (sesame_replay_wanted(req)) { /* a form: kept across the sign-in (gate/replay.h) */
+        sesame_replay_keep(req, acr, !req->tenant->sign_in_page);
         return;
     }
     char *url = sesame_gate_signin_url(req, acr, !req->tenant->sign_in_page);
@@ -447,8 +551,72 @@ forward(struct sesame_req *req, const struct sesame_session *s)
             evbuffer_add_printf(req->upstream_headers, "%sAssertion: %s\r\n", r->header_prefix, jwt);
             free(jwt);
         }
+        if (req->ext_free == access_free)
+            ((struct access *)req->ext)->identified = true;
     }
-    sesame_proxy_start(req);
+    if (req->forward_auth)
+        sesame_forward_allow(req);
+    else
+        sesame_proxy_start(req);
+}
+
+/* Whether session s still lets the citizen use route r (as decide()). */
+static bool
+still_admitted(const struct sesame_conf_route *r, const struct sesame_session *s)
+{
+    const struct sesame_cond *failed = NULL;
+    return sesame_gate_route_accepts(r, s->provider) &&
+           (r->acr == NULL || sesame_jose_acr_rank(s->acr) >= sesame_jose_acr_rank(r->acr)) &&
+           sesame_identity_allowed(r, s, time(NULL), &failed);
+}
+
+static void
+recheck_loaded(int status, struct sesame_session *s, void *arg)
+{
+    struct sesame_req *req = arg;
+    struct access *a = req->ext;
+    a->op = NULL;
+    /* fail closed: a store that cannot answer cannot say the session lives */
+    bool alive = status == SESAME_OK && s != NULL && still_admitted(req->route, s);
+    sesame_session_free(s);
+    if (!alive)
+        sesame_log_info("request %s: WebSocket session %s", req->request_id,
+                        status == SESAME_ERROR ? "cannot be checked (store unavailable)"
+                                               : "no longer valid");
+    a->done(a->done_arg, alive);
+}
+
+/* The check of http/tunnel.h: an open WebSocket whose handshake carried an
+ * identity is closed once its session is gone or no longer admitted. */
+static bool
+tunnel_check(struct sesame_req *req, sesame_tunnel_check_done done, void *arg)
+{
+    if (req->ext_free != access_free || req->route == NULL)
+        return false;
+    struct access *a = req->ext;
+    if (!a->identified || a->op != NULL)
+        return false;
+    char id[SESAME_SESSION_ID_LEN + 1];
+    struct sesame_session_store *st = sesame_gate_store(req);
+    if (st == NULL || sesame_gate_cookie(req, req->conf->session.cookie_name, id) != SESAME_OK) {
+        done(arg, false);
+        return true;
+    }
+    a->done = done;
+    a->done_arg = arg;
+    struct sesame_session *s = NULL;
+    int rc = sesame_session_load(st, id, req->tenant->name, recheck_loaded, req, &s, &a->op);
+    if (rc == SESAME_AGAIN)
+        return true;
+    a->op = NULL;
+    recheck_loaded(rc == SESAME_OK ? SESAME_OK : rc == SESAME_ERROR ? SESAME_ERROR : SESAME_DECLINED, s, req);
+    return true;
+}
+
+static void
+install_tunnel_check(void)
+{
+    sesame_tunnel_set_check(tunnel_check);
 }
 
 /* Decides with the session (NULL: none). Takes no reference. */
@@ -527,7 +695,7 @@ sesame_gate_route(struct sesame_req *req)
 {
     const struct sesame_conf_route *r = req->route;
     if (r->access == SESAME_ACCESS_PUBLIC) {
-        sesame_proxy_start(req);
+        forward(req, NULL);
         return;
     }
     char id[SESAME_SESSION_ID_LEN + 1];
@@ -574,8 +742,8 @@ serve_static(struct sesame_req *req, const char *name, size_t n)
     const char *theme = "theme/";
     const char *logo = "logo/";
     if (t && n > 6 && memcmp(name, theme, 6) == 0) {
-        size_t tl = strlen(t->conf->name);
-        if (n == 6 + tl + 4 && memcmp(name + 6, t->conf->name, tl) == 0 &&
+        size_t tl = strlen(static_name(t->conf));
+        if (n == 6 + tl + 4 && memcmp(name + 6, static_name(t->conf), tl) == 0 &&
             memcmp(name + 6 + tl, ".css", 4) == 0 && t->theme_css) {
             snprintf(headers, sizeof(headers), "Cache-Control: public, max-age=3600\r\n%s",
                      "X-Content-Type-Options: nosniff\r\n");
@@ -583,8 +751,8 @@ serve_static(struct sesame_req *req, const char *name, size_t n)
             return;
         }
     } else if (t && n > 5 && memcmp(name, logo, 5) == 0) {
-        size_t tl = strlen(t->conf->name);
-        if (n == 5 + tl && memcmp(name + 5, t->conf->name, tl) == 0 && t->logo) {
+        size_t tl = strlen(static_name(t->conf));
+        if (n == 5 + tl && memcmp(name + 5, static_name(t->conf), tl) == 0 && t->logo) {
             snprintf(headers, sizeof(headers),
                      "Cache-Control: public, max-age=3600\r\nX-Content-Type-Options: nosniff\r\n"
                      "Content-Security-Policy: %s\r\n",
@@ -651,15 +819,28 @@ serve_signin(struct sesame_req *req)
         sesame_gate_error(req, 400, NULL);
         return;
     }
-    char *safe = rt[0] ? sesame_returnto_check(rt, strlen(rt), (const char *const *)req->tenant->hosts,
-                                               req->tenant->nhosts, req->tenant->public_url)
-                       : NULL;
+    char *safe = rt[0] ? sesame_gate_return_to(req, rt) : NULL;
     struct sesame_page_provider offered[SESAME_PAGE_MAX_PROVIDERS];
     size_t n = 0;
+    bool unavailable = false;
     for (size_t i = 0; i < t->nproviders; i++) {
         bool ok = one[0] ? strcmp(t->providers[i].name, one) == 0 : listed(several, t->providers[i].name);
-        if (ok)
-            offered[n++] = t->providers[i];
+        if (!ok)
+            continue;
+        offered[n] = t->providers[i];
+        /* a provider whose recent calls failed is shown as momentarily
+         * unavailable: a notice and a retry link instead of its button
+         * (oidc/provider.h) */
+        struct sesame_provider_health hl;
+        sesame_provider_health(offered[n].name, &hl);
+        offered[n].unavailable = !hl.available;
+        unavailable = unavailable || !hl.available;
+        n++;
+    }
+    if (unavailable) { /* the page reloads itself (no script): back when the provider is */
+        char refresh[16];
+        snprintf(refresh, sizeof(refresh), "%d", 2 * SESAME_PROVIDER_RETRY_AFTER_S);
+        sesame_server_add_header(&req->response_headers, "Refresh", refresh);
     }
     struct sesame_page_ctx ctx = {0};
     ctx.return_to = safe ? safe : "/";
@@ -668,6 +849,11 @@ serve_signin(struct sesame_req *req)
     ctx.acr = acr[0] && sesame_jose_acr_rank(acr) > 0 ? acr : NULL;
     ctx.claims = t->claims;
     ctx.nclaims = t->nclaims;
+    /* a territory's page names the communes that will recognise the citizen */
+    const char *communes[SESAME_PAGE_MAX_COMMUNES];
+    for (size_t i = 0; i < req->tenant->nmembers && ctx.ncommunes < SESAME_PAGE_MAX_COMMUNES; i++)
+        communes[ctx.ncommunes++] = req->tenant->members[i]->display_name;
+    ctx.communes = communes;
     sesame_gate_page(req, 200, SESAME_PAGE_SIGN_IN, &ctx);
     free(safe);
 }
@@ -753,6 +939,13 @@ sesame_gate_internal(struct sesame_req *req, const char *rest, size_t n)
         respond_bytes(req, 200, "text/plain; charset=utf-8", "Cache-Control: no-store\r\n", "ok\n", 3);
         return;
     }
+    if (is(rest, n, "ready")) {
+        struct evbuffer *b = evbuffer_new();
+        int status = sesame_ready_check(req->conf, b);
+        sesame_server_respond(req, status, "application/json", "Cache-Control: no-store\r\n", b);
+        evbuffer_free(b);
+        return;
+    }
     if (n > 7 && memcmp(rest, "static/", 7) == 0 && get) {
         serve_static(req, rest + 7, n - 7);
         return;
@@ -795,6 +988,14 @@ sesame_gate_internal(struct sesame_req *req, const char *rest, size_t n)
         sesame_flow_logout_callback(req);
         return;
     }
+    if (is(rest, n, "backchannel-logout") && req->msg.method == SESAME_HTTP_POST) {
+        sesame_backchannel_logout(req);
+        return;
+    }
+    if (is(rest, n, "resume") && (get || req->msg.method == SESAME_HTTP_POST)) {
+        sesame_replay_resume(req);
+        return;
+    }
     if (is(rest, n, "sso") && get) {
         sesame_hop_sso(req);
         return;
@@ -805,7 +1006,7 @@ sesame_gate_internal(struct sesame_req *req, const char *rest, size_t n)
     }
     if (is(rest, n, "login") || is(rest, n, "callback") || is(rest, n, "me") || is(rest, n, "signin") ||
         is(rest, n, "logout/callback") || is(rest, n, "jwks.json") || is(rest, n, "sso") ||
-        is(rest, n, "hop")) {
+        is(rest, n, "hop") || is(rest, n, "resume") || is(rest, n, "backchannel-logout")) {
         sesame_gate_error(req, 405, NULL);
         return;
     }

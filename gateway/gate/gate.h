@@ -1,6 +1,7 @@
 /*
  * gate.h - access control in front of the routes, and Sésame's own endpoints
- * under the reserved prefix (sign-in flow, logout, me, jwks.json, static).
+ * under the reserved prefix (sign-in flow, logout, me, jwks.json, static,
+ * health: liveness, ready: readiness as gate/ready.h says).
  *
  * Per worker: a Redis client and a session store (rebuilt when a reload
  * changes the configuration; the previous ones retire for a grace period so
@@ -41,6 +42,9 @@ void sesame_gate_worker_free(struct sesame_worker *w);
  * configuration has no Redis, or the connection is gone). */
 struct sesame_session_store *sesame_gate_store(struct sesame_req *req);
 struct sesame_httpc *sesame_gate_httpc(struct sesame_req *req);
+/* The Redis client of the request's worker (NULL as for the store), for
+ * the keys kept outside the session store (gate/replay.h, gate/backchannel.h). */
+struct sesame_redis *sesame_gate_redis(struct sesame_req *req);
 
 /* Handles a request for req->route (tenant and route set). */
 void sesame_gate_route(struct sesame_req *req);
@@ -89,6 +93,13 @@ char *sesame_gate_signin_url(struct sesame_req *req, const char *acr, bool direc
  * "&providers=A%20B" (the citizen chooses among them). r may be NULL. */
 void sesame_gate_add_signin_params(struct evbuffer *b, const struct sesame_conf_route *r,
                                    const char *acr, bool direct);
+
+/* Checks a return_to value (query-decoded, NUL-terminated) for the
+ * request's tenant: sesame_returnto_check on its hosts and public URL; at a
+ * territory's host, also an absolute URL on the hosts of one of its member
+ * tenants (with that member's public URL). Returns a malloc'd copy, or NULL
+ * when refused (the caller uses the home page). */
+char *sesame_gate_return_to(const struct sesame_req *req, const char *rt);
 
 /* Whether route r accepts a session signed in with provider `provider`
  * (r->providers; false for NULL arguments). */

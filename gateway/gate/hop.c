@@ -6,11 +6,14 @@
 
 #include <event2/buffer.h>
 #include <jansson.h>
+#include <openssl/crypto.h>
 
 #include "core/log.h"
 #include "core/url.h"
 #include "core/util.h"
+#include "gate/flow.h"
 #include "gate/gate.h"
+#include "gate/runtime.h"
 #include "oidc/jose.h"
 #include "oidc/returnto.h"
 
@@ -44,9 +47,17 @@ hop_cookie_name(const struct sesame_req *req, char out[128])
     snprintf(out, 128, "%s_hop", req->conf->session.cookie_name);
 }
 
+const struct sesame_conf_tenant *
+sesame_hop_signin_tenant(const struct sesame_req *req)
+{
+    return req->tenant->territory ? req->tenant->territory : req->tenant;
+}
+
 bool
 sesame_hop_needed(const struct sesame_req *req)
 {
+    if (req->tenant != NULL && req->tenant->territory != NULL)
+        return true;
     if (req->tenant == NULL || req->tenant->cookie_domain != NULL || req->canon.host_len == 0)
         return false;
     char pub[256];
@@ -145,7 +156,8 @@ sesame_hop_restart(struct sesame_req *req)
     sesame_gate_set_cookie(req, cname, n, (int64_t)sesame_util_ms_to_s_ceil(req->conf->session.login_timeout_ms));
     char *back = back_url(req, n, r, strlen(r));
     struct evbuffer *b = evbuffer_new();
-    evbuffer_add_printf(b, "%s%ssso?return_to=", req->tenant->public_url, req->conf->server.prefix);
+    evbuffer_add_printf(b, "%s%ssso?return_to=", sesame_hop_signin_tenant(req)->public_url,
+                        req->conf->server.prefix);
     sesame_url_encode(b, back, strlen(back));
     free(back);
     if (acr[0]) {
@@ -170,6 +182,8 @@ sesame_hop_restart(struct sesame_req *req)
 
 struct sso {
     struct sesame_session_op *op;
+    const struct sesame_conf_tenant *target; /* the tenant of B: req->tenant, or at a
+                                                territory's host one of its members */
     char *back;                      /* B, checked */
     char host[256];                  /* H, lower-case */
     char nonce[NONCE_LEN + 1];
@@ -243,8 +257,8 @@ minted(int status, void *arg)
         return;
     }
     char *url = sesame_asprintf("%s&ticket=%s", x->back, x->ticket);
-    sesame_log_info("request %s: tenant %s: hop ticket for host %s", req->request_id, req->tenant->name,
-                    x->host);
+    sesame_log_info("request %s: tenant %s: hop ticket for host %s of tenant %s", req->request_id,
+                    req->tenant->name, x->host, x->target->name);
     sesame_server_redirect(req, 302, url);
     free(url);
 }
@@ -256,8 +270,9 @@ mint(struct sesame_req *req, struct sso *x)
         sesame_gate_error(req, 500, NULL);
         return;
     }
-    json_t *blob = json_pack("{s:s, s:s, s:s, s:s, s:s}", "k", "hop", "t", req->tenant->name, "h", x->host,
-                             "n", x->nonce, "s", x->sid);
+    json_t *blob = json_pack("{s:s, s:s, s:s, s:s, s:s}", "k",
+                             req->tenant->is_territory ? "territory" : "hop", "t", x->target->name,
+                             "h", x->host, "n", x->nonce, "s", x->sid);
     struct sesame_session_store *st = sesame_gate_store(req);
     int rc = st && blob ? sesame_session_login_put(st, x->ticket, blob, SESAME_HOP_TICKET_MS, minted, req, &x->op)
                         : SESAME_ERROR;
@@ -287,6 +302,18 @@ provider_admitted(const struct sso *x, const char *p)
     return false;
 }
 
+/* Whether sessions of provider p may open tenant t: one of the providers
+ * its sign-in page offers (its own, its routes'). */
+static bool
+tenant_accepts(const struct sesame_req *req, const struct sesame_conf_tenant *t, const char *p)
+{
+    const struct sesame_runtime_tenant *rt = sesame_runtime_tenant(req->conf, t);
+    for (size_t i = 0; p && rt && i < rt->nproviders; i++)
+        if (strcmp(rt->providers[i].name, p) == 0)
+            return true;
+    return false;
+}
+
 static void
 sso_decide(struct sesame_req *req, struct sso *x, int status, struct sesame_session *s)
 {
@@ -295,6 +322,7 @@ sso_decide(struct sesame_req *req, struct sso *x, int status, struct sesame_sess
         return;
     }
     bool ok = status == SESAME_OK && s != NULL && provider_admitted(x, s->provider) &&
+              tenant_accepts(req, x->target, s->provider) &&
               (!x->acr[0] || sesame_jose_acr_rank(s->acr) >= sesame_jose_acr_rank(x->acr));
     if (ok)
         mint(req, x);
@@ -316,17 +344,33 @@ sso_loaded(int status, struct sesame_session *s, void *arg)
     sesame_session_free(s);
 }
 
-/* Checks B: an absolute URL on another host of the tenant, path <prefix>hop,
- * with a well-formed n. Fills x->back, x->host, x->nonce. */
+/* Checks B: an absolute URL on another host of the tenant (at a territory's
+ * host: on a host of one of its members), path <prefix>hop, with a
+ * well-formed n. Fills x->target, x->back, x->host, x->nonce. */
 static bool
 check_back(struct sesame_req *req, struct sso *x, const char *rt)
 {
     const struct sesame_conf_tenant *t = req->tenant;
-    x->back = sesame_returnto_check(rt, strlen(rt), (const char *const *)t->hosts, t->nhosts, t->public_url);
+    if (t->is_territory) {
+        for (size_t i = 0; i < req->tenant->nmembers && x->back == NULL; i++) {
+            t = req->tenant->members[i];
+            x->back = sesame_returnto_check(rt, strlen(rt), (const char *const *)t->hosts, t->nhosts,
+                                            t->public_url);
+            if (x->back != NULL && strstr(x->back, "://") == NULL) {
+                free(x->back); /* a path: on the territory's host, not a member's */
+                x->back = NULL;
+            }
+        }
+    } else {
+        x->back = sesame_returnto_check(rt, strlen(rt), (const char *const *)t->hosts, t->nhosts,
+                                        t->public_url);
+    }
+    x->target = t;
     if (x->back == NULL || strstr(x->back, "://") == NULL || !url_host(x->back, x->host, sizeof(x->host)))
         return false;
     char pub[256];
-    if (!url_host(t->public_url, pub, sizeof(pub)) || strcmp(pub, x->host) == 0)
+    if (!req->tenant->is_territory &&
+        (!url_host(t->public_url, pub, sizeof(pub)) || strcmp(pub, x->host) == 0))
         return false;
     const char *path = strchr(strstr(x->back, "://") + 3, '/');
     if (path == NULL)
@@ -362,7 +406,8 @@ sesame_hop_sso(struct sesame_req *req)
             SESAME_ERROR ||
         sesame_url_query_get(m->query, m->query_len, "providers", x->providers, sizeof(x->providers)) ==
             SESAME_ERROR ||
-        !check_back(req, x, rt)) {
+        req->tenant->territory != NULL || !check_back(req, x, rt)) {
+        /* (a member of a territory signs in at the territory's host, not its own) */
         sesame_log_info("request %s: sso refused: malformed or foreign return_to", req->request_id);
         sesame_gate_error(req, 400, NULL);
         return;
@@ -397,6 +442,7 @@ sesame_hop_sso(struct sesame_req *req)
 
 struct redeem {
     struct sesame_session_op *op;
+    char sid[SESAME_SESSION_ID_LEN + 1]; /* territory ticket: the territory session */
     char nonce[NONCE_LEN + 1];
     char renc[MAX_URL * 2];          /* r as received (base64url) */
     char r[MAX_URL + 1];             /* decoded: a safe relative path */
@@ -420,6 +466,75 @@ redeem_refused(struct sesame_req *req, const char *why)
 {
     sesame_log_info("request %s: hop refused: %s", req->request_id, why);
     sesame_gate_error(req, 400, refused_reason);
+}
+
+/* A territory ticket was taken for this member host: M's own sign-in from
+ * the territory session's identity. */
+static void
+territory_loaded(int status, struct sesame_session *s, void *arg)
+{
+    struct sesame_req *req = arg;
+    struct redeem *x = req->ext;
+    x->op = NULL;
+    if (gone(req)) {
+        sesame_session_free(s);
+        return;
+    }
+    if (status == SESAME_ERROR) {
+        sesame_gate_error(req, 503, NULL);
+        return;
+    }
+    if (status != SESAME_OK || s == NULL || s->tree == NULL) {
+        sesame_session_free(s);
+        redeem_refused(req, "the territory session ended meanwhile");
+        return;
+    }
+    if (!tenant_accepts(req, req->tenant, s->provider)) {
+        sesame_log_info("request %s: tenant %s does not accept territory sessions of provider %s",
+                        req->request_id, req->tenant->name, s->provider ? s->provider : "?");
+        sesame_session_free(s);
+        sesame_gate_error(req, 403, "Ce service demande une connexion avec un autre compte.");
+        return;
+    }
+    char cname[128];
+    hop_cookie_name(req, cname);
+    sesame_gate_set_cookie(req, cname, NULL, 0);
+    char *r = sesame_strdup(x->r);
+    char parent[SESAME_SESSION_ID_LEN + 1];
+    memcpy(parent, x->sid, sizeof(parent));
+    redeem_free(req); /* the flow takes req->ext */
+    struct sesame_flow_identity id = {
+        .provider = s->provider,
+        .sub = s->account,
+        .acr = s->acr,
+        .claims = s->claims,
+        .tree = s->tree,
+        .parent = parent,
+        .expires_ms = s->expires_ms,
+        .return_to = r,
+    };
+    sesame_log_info("request %s: tenant %s: signing in on host %.*s from territory %s",
+                    req->request_id, req->tenant->name, (int)req->canon.host_len, req->canon.authority,
+                    req->tenant->territory->name + 1);
+    sesame_flow_derive(req, &id);
+    OPENSSL_cleanse(parent, sizeof(parent));
+    free(r);
+    sesame_session_free(s);
+}
+
+static void
+redeem_territory(struct sesame_req *req, struct redeem *x)
+{
+    struct sesame_session_store *st = sesame_gate_store(req);
+    struct sesame_session *s = NULL;
+    int rc = st ? sesame_session_load(st, x->sid, req->tenant->territory->name, territory_loaded, req, &s,
+                                      &x->op)
+                : SESAME_ERROR;
+    if (rc == SESAME_AGAIN)
+        return;
+    x->op = NULL;
+    territory_loaded(rc == SESAME_OK ? SESAME_OK : rc == SESAME_ERROR ? SESAME_ERROR : SESAME_DECLINED, s,
+                     req);
 }
 
 static void
@@ -446,12 +561,19 @@ taken(int status, json_t *blob, void *arg)
     const char *h = json_string_value(json_object_get(blob, "h"));
     const char *n = json_string_value(json_object_get(blob, "n"));
     const char *sid = json_string_value(json_object_get(blob, "s"));
-    bool ok = k && strcmp(k, "hop") == 0 && t && strcmp(t, req->tenant->name) == 0 && h &&
+    const char *kind = req->tenant->territory ? "territory" : "hop";
+    bool ok = k && strcmp(k, kind) == 0 && t && strcmp(t, req->tenant->name) == 0 && h &&
               strlen(h) == req->canon.host_len && memcmp(h, req->canon.authority, req->canon.host_len) == 0 &&
               n && sesame_util_ct_streq(n, x->nonce) && sid && strlen(sid) == SESAME_SESSION_ID_LEN;
     if (!ok) {
         json_decref(blob);
         redeem_refused(req, "ticket of another tenant, host or browser");
+        return;
+    }
+    if (req->tenant->territory) {
+        memcpy(x->sid, sid, sizeof(x->sid));
+        json_decref(blob);
+        redeem_territory(req, x);
         return;
     }
     char cname[128];
@@ -498,7 +620,8 @@ sesame_hop_redeem(struct sesame_req *req)
             redeem_refused(req, "return path too long");
             return;
         }
-        char *url = sesame_asprintf("%s%ssso?return_to=", req->tenant->public_url, req->conf->server.prefix);
+        char *url = sesame_asprintf("%s%ssso?return_to=", sesame_hop_signin_tenant(req)->public_url,
+                                    req->conf->server.prefix);
         struct evbuffer *b = evbuffer_new();
         evbuffer_add(b, url, strlen(url));
         sesame_url_encode(b, back, strlen(back));

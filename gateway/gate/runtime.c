@@ -10,25 +10,8 @@
 
 #include "core/log.h"
 #include "http/canon.h"
+#include "http/tls.h"
 #include "oidc/provider.h"
-
-static void
-add_error(char **errors, const char *fmt, ...) SESAME_PRINTF(2, 3);
-
-static void
-add_error(char **errors, const char *fmt, ...)
-{
-    char line[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof(line), fmt, ap);
-    va_end(ap);
-    size_t old = *errors ? strlen(*errors) : 0, n = strlen(line);
-    *errors = sesame_realloc(*errors, old + n + 2);
-    memcpy(*errors + old, line, n);
-    (*errors)[old + n] = '\n';
-    (*errors)[old + n + 1] = '\0';
-}
 
 static void
 runtime_free(void *arg)
@@ -47,6 +30,7 @@ runtime_free(void *arg)
     sesame_pages_free(rt->pages);
     sesame_jose_key_free(rt->assertion_key);
     free(rt->jwks_json);
+    sesame_tls_unref(rt->tls);
     free(rt);
 }
 
@@ -69,6 +53,7 @@ add_provider(struct sesame_runtime_tenant *t, const struct sesame_conf_provider 
     pp->name = p->name;
     pp->label = NULL;
     pp->brand = sesame_page_provider_brand(p->name, p->issuer);
+    pp->scopes = p->scopes; /* what the sign-in page says it transmits */
 }
 
 static void
@@ -109,7 +94,7 @@ build_jwks(struct sesame_runtime *rt, const struct sesame_conf *conf, bool *bad,
         struct sesame_jose_key *pub =
             rt->assertion_key ? sesame_jose_key_load(conf->server.assertion_key_file, "ES256", &err) : NULL;
         if (pub == NULL || sesame_jose_keyset_add(ks, pub, &err) != SESAME_OK) {
-            add_error(errors, "%s:%d: assertion_key_file: %s", conf->path,
+            sesame_err_append(errors, "%s:%d: assertion_key_file: %s", conf->path,
                       sesame_conf_key_line(conf, &conf->server, "assertion_key_file"),
                       err ? err : "unusable key");
             rc = SESAME_ERROR;
@@ -122,7 +107,7 @@ build_jwks(struct sesame_runtime *rt, const struct sesame_conf *conf, bool *bad,
         for (size_t j = 0; j < p->ndecryption_key_files; j++) {
             struct sesame_jose_key *k = sesame_jose_key_load(p->decryption_key_files[j], NULL, &err);
             if (k == NULL || sesame_jose_keyset_add(ks, k, &err) != SESAME_OK) {
-                add_error(errors, "%s:%d: decryption_key_files: %s", conf->path,
+                sesame_err_append(errors, "%s:%d: decryption_key_files: %s", conf->path,
                           sesame_conf_key_line(conf, p, "decryption_key_files"),
                           err ? err : "unusable key");
                 bad[i] = true;
@@ -134,7 +119,7 @@ build_jwks(struct sesame_runtime *rt, const struct sesame_conf *conf, bool *bad,
     }
     rt->jwks_json = sesame_jose_keyset_export(ks, &err);
     if (rt->jwks_json == NULL) {
-        add_error(errors, "%s: cannot export the public keys: %s", conf->path, err ? err : "?");
+        sesame_err_append(errors, "%s: cannot export the public keys: %s", conf->path, err ? err : "?");
         rc = SESAME_ERROR;
     } else {
         rt->jwks_len = strlen(rt->jwks_json);
@@ -174,7 +159,7 @@ check_ca_files(const struct sesame_conf *conf, char **errors)
         const struct sesame_conf_provider *p = conf->providers[i];
         const char *why = p->ca_file ? ca_file_problem(p->ca_file) : NULL;
         if (why) {
-            add_error(errors, "%s:%d: ca_file: [provider %s] %s is not a usable CA bundle (%s)",
+            sesame_err_append(errors, "%s:%d: ca_file: [provider %s] %s is not a usable CA bundle (%s)",
                       conf->path, sesame_conf_key_line(conf, p, "ca_file"), p->name, p->ca_file,
                       why);
             rc = SESAME_ERROR;
@@ -184,7 +169,7 @@ check_ca_files(const struct sesame_conf *conf, char **errors)
         const struct sesame_conf_route *r = conf->routes[i];
         const char *why = r->upstream.ca_file ? ca_file_problem(r->upstream.ca_file) : NULL;
         if (why) {
-            add_error(errors, "%s:%d: upstream_ca_file: [route %s] %s is not a usable CA bundle (%s)",
+            sesame_err_append(errors, "%s:%d: upstream_ca_file: [route %s] %s is not a usable CA bundle (%s)",
                       conf->path, sesame_conf_key_line(conf, r, "upstream_ca_file"), r->name,
                       r->upstream.ca_file, why);
             rc = SESAME_ERROR;
@@ -206,11 +191,11 @@ check_route_paths(const struct sesame_conf *conf, char **errors)
         size_t n;
         const char *why = NULL;
         if (sesame_canon_path(r->path, r->path_len, out, &n, &why) != SESAME_OK) {
-            add_error(errors, "%s:%d: path: [route %s] '%s' is refused as a request path would be (%s)",
+            sesame_err_append(errors, "%s:%d: path: [route %s] '%s' is refused as a request path would be (%s)",
                       conf->path, sesame_conf_key_line(conf, r, "path"), r->name, r->path, why);
             rc = SESAME_ERROR;
         } else if (n != r->path_len || memcmp(out, r->path, n) != 0) {
-            add_error(errors, "%s:%d: path: [route %s] '%s' is not canonical: write '%s'", conf->path,
+            sesame_err_append(errors, "%s:%d: path: [route %s] '%s' is not canonical: write '%s'", conf->path,
                       sesame_conf_key_line(conf, r, "path"), r->name, r->path, out);
             rc = SESAME_ERROR;
         }
@@ -237,7 +222,7 @@ check_providers(const struct sesame_conf *conf, const bool *bad, char **errors)
             if (k == NULL)
                 k = sesame_jose_key_load(p->private_key_file, "RS256", &e2);
             if (k == NULL) {
-                add_error(errors, "%s:%d: private_key_file: [provider %s] cannot sign the client "
+                sesame_err_append(errors, "%s:%d: private_key_file: [provider %s] cannot sign the client "
                           "assertion of private_key_jwt: %s", conf->path,
                           sesame_conf_key_line(conf, p, "private_key_file"), p->name,
                           e1 ? e1 : "unusable key");
@@ -252,7 +237,7 @@ check_providers(const struct sesame_conf *conf, const bool *bad, char **errors)
             continue;
         char *err = NULL;
         if (sesame_provider_check(p, &err) != SESAME_OK) {
-            add_error(errors, "%s:%d: provider: %s", conf->path, p->line, err ? err : "unusable");
+            sesame_err_append(errors, "%s:%d: provider: %s", conf->path, p->line, err ? err : "unusable");
             rc = SESAME_ERROR;
         }
         free(err);
@@ -268,7 +253,7 @@ sesame_runtime_attach(struct sesame_conf *conf, char **errors)
     char *err = NULL;
     rt->pages = sesame_pages_load(conf->server.templates_dir, NULL, &err);
     if (rt->pages == NULL) {
-        add_error(errors, "%s: templates_dir: %s", conf->path, err ? err : "cannot load the pages");
+        sesame_err_append(errors, "%s: templates_dir: %s", conf->path, err ? err : "cannot load the pages");
         rc = SESAME_ERROR;
     }
     free(err);
@@ -281,7 +266,7 @@ sesame_runtime_attach(struct sesame_conf *conf, char **errors)
         t->conf = ct;
         t->pages = sesame_pages_load(conf->server.templates_dir, ct->templates_dir, &err);
         if (t->pages == NULL) {
-            add_error(errors, "%s: tenant %s: templates_dir: %s", conf->path, ct->name,
+            sesame_err_append(errors, "%s: tenant %s: templates_dir: %s", conf->path, ct->name,
                       err ? err : "cannot load the pages");
             rc = SESAME_ERROR;
         }
@@ -290,7 +275,7 @@ sesame_runtime_attach(struct sesame_conf *conf, char **errors)
         if (ct->logo_file) {
             t->logo = sesame_page_logo_load(ct->logo_file, &err);
             if (t->logo == NULL) {
-                add_error(errors, "%s: tenant %s: logo_file: %s", conf->path, ct->name,
+                sesame_err_append(errors, "%s: tenant %s: logo_file: %s", conf->path, ct->name,
                           err ? err : "unusable logo");
                 rc = SESAME_ERROR;
             }
@@ -308,7 +293,7 @@ sesame_runtime_attach(struct sesame_conf *conf, char **errors)
         if (ct->accounts) {
             t->accounts = load_accounts(conf, ct->accounts, &err);
             if (t->accounts == NULL) {
-                add_error(errors, "%s", err ? err : "cannot load the account plugin");
+                sesame_err_append(errors, "%s", err ? err : "cannot load the account plugin");
                 rc = SESAME_ERROR;
             }
             free(err);
@@ -322,8 +307,13 @@ sesame_runtime_attach(struct sesame_conf *conf, char **errors)
             add_provider(t, ct->providers[j], &overflow);
         for (size_t j = 0; j < conf->nroutes; j++) {
             const struct sesame_conf_route *r = conf->routes[j];
-            if (r->tenant != ct)
+            if (r->tenant != ct) {
+                /* a territory's sign-in page lists what its communes receive */
+                if (ct->is_territory && r->tenant->territory == ct)
+                    for (size_t k = 0; k < r->nclaims; k++)
+                        add_claim(t, r->claims[k]);
                 continue;
+            }
             if (r->access != SESAME_ACCESS_PUBLIC) {
                 add_provider(t, r->provider, &overflow);
                 for (size_t k = 0; k < r->nproviders; k++)
@@ -333,7 +323,7 @@ sesame_runtime_attach(struct sesame_conf *conf, char **errors)
                 add_claim(t, r->claims[k]);
         }
         if (overflow) {
-            add_error(errors, "%s:%d: providers: [tenant %s] its routes sign in with more than %d "
+            sesame_err_append(errors, "%s:%d: providers: [tenant %s] its routes sign in with more than %d "
                       "providers, more than its sign-in page can offer",
                       conf->path, sesame_conf_key_line(conf, ct, "providers"), ct->name,
                       SESAME_PAGE_MAX_PROVIDERS);
@@ -357,6 +347,11 @@ sesame_runtime_attach(struct sesame_conf *conf, char **errors)
     if (check_ca_files(conf, errors) != SESAME_OK)
         rc = SESAME_ERROR;
     if (check_route_paths(conf, errors) != SESAME_OK)
+        rc = SESAME_ERROR;
+    bool tls = false;
+    for (size_t i = 0; i < conf->server.nlisten; i++)
+        tls |= conf->server.listen[i].tls;
+    if (tls && (rt->tls = sesame_tls_new(conf, errors)) == NULL)
         rc = SESAME_ERROR;
     free(bad);
     if (rc != SESAME_OK) {

@@ -11,7 +11,8 @@
  * only at the first sign-in or request: the private_key_jwt signing key and
  * the decryption keys load, every check of sesame_provider_registry_get
  * passes (sesame_provider_check), the CA bundles (ca_file,
- * upstream_ca_file) hold a certificate.
+ * upstream_ca_file) hold a certificate, the TLS certificates and keys load
+ * and match (and each tenant's covers its hosts).
  */
 #ifndef SESAME_GATE_RUNTIME_H
 #define SESAME_GATE_RUNTIME_H
@@ -44,6 +45,8 @@ struct sesame_runtime {
     struct sesame_jose_key *assertion_key;   /* NULL: none */
     char *jwks_json;                         /* public keys published at <prefix>jwks.json */
     size_t jwks_len;
+    struct sesame_tls *tls;                  /* certificates of the tls listeners (http/tls.h),
+                                                NULL: no tls listener */
 };
 
 /* Builds the runtime of conf and attaches it (conf->runtime). On failure

@@ -11,22 +11,10 @@
  */
 #include "http/canon.h"
 
-static int
-hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static bool
 is_hex(unsigned char c)
 {
-    return hexval(c) >= 0;
+    return sesame_hexval(c) >= 0;
 }
 
 static bool
@@ -75,8 +63,8 @@ next_is_hex(const char *path, size_t len, size_t *j)
         return true;
     }
     if (c == '%' && len - k >= 3) {
-        int h = hexval((unsigned char)path[k + 1]);
-        int l = hexval((unsigned char)path[k + 2]);
+        int h = sesame_hexval((unsigned char)path[k + 1]);
+        int l = sesame_hexval((unsigned char)path[k + 2]);
         if (h >= 0 && l >= 0 && is_hex((unsigned char)(h * 16 + l))) {
             *j = k + 3;
             return true;
@@ -217,8 +205,8 @@ sesame_canon_path(const char *path, size_t len, char *out, size_t *out_len, cons
             }
             if (len - i < 3)
                 return fail(out, out_len, why, "invalid percent escape");
-            int h = hexval((unsigned char)path[i + 1]);
-            int l = hexval((unsigned char)path[i + 2]);
+            int h = sesame_hexval((unsigned char)path[i + 1]);
+            int l = sesame_hexval((unsigned char)path[i + 2]);
             if (h < 0 || l < 0)
                 return fail(out, out_len, why, "invalid percent escape");
             unsigned char b = (unsigned char)(h * 16 + l);

@@ -3,7 +3,9 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "gate/forward.h"
 #include "gate/gate.h"
+#include "gate/runtime.h"
 #include "http/canon.h"
 #include "http/proxy.h"
 
@@ -11,6 +13,13 @@ void
 sesame_dispatch_error_page(struct sesame_req *req, int status, const char *reason)
 {
     sesame_gate_error(req, status, reason);
+}
+
+struct sesame_tls *
+sesame_dispatch_tls(const struct sesame_conf *conf)
+{
+    const struct sesame_runtime *rt = sesame_runtime_of(conf);
+    return rt ? rt->tls : NULL;
 }
 
 /* For an absolute-form request: the tenant named by its Host header must be
@@ -44,8 +53,25 @@ sesame_dispatch_request(struct sesame_req *req)
         sesame_gate_error(req, 400, NULL);
         return;
     }
+    /* forward-auth names its tenant in the original URL (gate/forward.h) */
+    size_t fl = strlen(req->conf->server.prefix);
+    if (c->path_len == fl + 4 && memcmp(c->path, req->conf->server.prefix, fl) == 0 &&
+        memcmp(c->path + fl, "auth", 4) == 0 && req->conf->has_redis) {
+        sesame_forward_auth(req);
+        return;
+    }
     req->tenant = sesame_conf_find_tenant(req->conf, c->authority, c->host_len);
     if (req->tenant == NULL) {
+        /* the unknown-host 404 page links the platform stylesheet: served
+         * on any host, like on a tenant's */
+        const char *pfx = req->conf->server.prefix;
+        size_t pfl = strlen(pfx);
+        if (c->path_len > pfl + 7 && memcmp(c->path, pfx, pfl) == 0 &&
+            memcmp(c->path + pfl, "static/", 7) == 0 &&
+            (m->method == SESAME_HTTP_GET || m->method == SESAME_HTTP_HEAD)) {
+            sesame_gate_internal(req, c->path + pfl, c->path_len - pfl);
+            return;
+        }
         sesame_gate_error(req, 404, NULL);
         return;
     }

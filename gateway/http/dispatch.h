@@ -15,4 +15,9 @@ void sesame_dispatch_request(struct sesame_req *req);
  * navigations, JSON for API calls), with an optional plain-language reason. */
 void sesame_dispatch_error_page(struct sesame_req *req, int status, const char *reason);
 
+struct sesame_tls;
+/* The TLS certificate set built with conf's runtime (http/tls.h), NULL when
+ * conf has no tls listener. */
+struct sesame_tls *sesame_dispatch_tls(const struct sesame_conf *conf);
+
 #endif

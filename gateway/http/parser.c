@@ -783,18 +783,6 @@ sesame_http_chunked_init(struct sesame_http_chunked *c)
     c->trailer_bytes = 0;
 }
 
-static int
-hexval(unsigned char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
 int
 sesame_http_chunked_feed(struct sesame_http_chunked *c, const char *in, size_t len,
                          size_t *consumed, size_t *data_off, size_t *data_len)
@@ -823,7 +811,7 @@ sesame_http_chunked_feed(struct sesame_http_chunked *c, const char *in, size_t l
             return SESAME_AGAIN;
         }
         case CH_SIZE: {
-            int d = hexval(ch);
+            int d = sesame_hexval(ch);
             if (d >= 0) {
                 if (c->line_len == MAX_CHUNK_SIZE_DIGITS)
                     goto bad;

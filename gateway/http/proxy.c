@@ -18,8 +18,11 @@
 #include <arpa/inet.h>
 
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/util.h"
 #include "core/worker.h"
+#include "http/tls.h"
+#include "http/tunnel.h"
 
 #define HIGH_WATER (1024 * 1024)
 #define LOW_WATER (256 * 1024)
@@ -91,6 +94,7 @@ idle_unlink(struct upconn *u)
         u->next->prev = u->prev;
     u->next = u->prev = NULL;
     b->nidle--;
+    sesame_metrics_gauge_add(SESAME_M_UPSTREAM_POOL_IDLE, -1);
 }
 
 void
@@ -217,6 +221,7 @@ pool_put(struct upconn *u, const struct sesame_conf *conf)
         b->idle->prev = u;
     b->idle = u;
     b->nidle++;
+    sesame_metrics_gauge_add(SESAME_M_UPSTREAM_POOL_IDLE, 1);
 }
 
 /* Whether the peer closed an idle connection (or sent unexpected bytes). */
@@ -282,6 +287,7 @@ pool_get(struct sesame_upstream_pool *pool, const struct sesame_upstream_addr *a
     u->bev = bev;
     u->bucket = b;
     pool->opened++;
+    sesame_metrics_inc(SESAME_M_UPSTREAM_OPENED);
     *reused = false;
     return u;
 }
@@ -317,6 +323,9 @@ struct sesame_proxy {
     bool upstream_reusable;
     bool got_bytes;               /* any response byte received */
     struct evbuffer *staging;     /* response bytes produced by one callback, sent together */
+    uint64_t start_us;            /* forwarding started, for the upstream duration */
+    bool websocket;               /* a WebSocket handshake (sesame_proxy_upgrade) */
+    struct sesame_tunnel *tunnel; /* after the upstream's 101 (http/tunnel.h) */
 };
 
 static void up_readcb(struct bufferevent *bev, void *arg);
@@ -337,6 +346,7 @@ proxy_release(struct sesame_proxy *p, bool keep_upstream)
             upconn_free(p->up);
         p->up = NULL;
     }
+    sesame_tunnel_free(p->tunnel);
     free(p->resp);
     free(p->resp_head);
     if (p->staging)
@@ -382,8 +392,12 @@ static void
 fail(struct sesame_proxy *p, int status, const char *why)
 {
     struct sesame_req *req = p->req;
-    sesame_log_warn("request %s: upstream %s: %s", req->request_id,
+    sesame_log_warn("request %s: tenant %s route %s: upstream %s: %s", req->request_id,
+                    req->route ? req->route->tenant->name : "?", req->route ? req->route->name : "?",
                     req->route ? req->route->upstream.text : "?", why);
+    if (status == 502 && p->state == UP_CONNECTING && req->route)
+        sesame_metrics_add(SESAME_M_UPSTREAM_CONNECT_ERRORS, req->route->tenant->name,
+                           req->route->name, NULL, 1);
     if (req->head_sent || req->aborted) {
         req->close_after = true;
         finish(p, false);
@@ -585,6 +599,8 @@ build_request_head(struct sesame_proxy *p, struct evbuffer *out)
         evbuffer_add_printf(out, "Content-Length: %llu\r\n", (unsigned long long)p->req_remaining);
     else if (p->req_body == BODY_CHUNKED)
         evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+    if (p->websocket)
+        evbuffer_add(out, "Connection: Upgrade\r\nUpgrade: websocket\r\n", 41);
     if (req->upstream_headers)
         evbuffer_add(out, evbuffer_pullup(req->upstream_headers, -1),
                      evbuffer_get_length(req->upstream_headers)); /* kept for a retry */
@@ -699,6 +715,9 @@ response_header_dropped(const struct sesame_proxy *p, const struct sesame_http_h
 {
     if (hop_by_hop(h) || listed_in_connection(&p->resp->h, h))
         return true;
+    /* Sésame's HSTS replaces the upstream's; none over plain HTTP (tls.h) */
+    if (name_is(h, "strict-transport-security") && (!p->req->tls || sesame_tls_hsts(p->req) != NULL))
+        return true;
     if (name_is(h, "set-cookie")) {
         /* An upstream may not set Sésame's own cookies. */
         const char *cname = p->req->conf->session.cookie_name;
@@ -757,6 +776,9 @@ write_response_head(struct sesame_proxy *p, struct evbuffer *out)
     }
     if (req->conf->server.via)
         evbuffer_add(out, "Via: 1.1 sesame\r\n", 17);
+    const char *hsts = sesame_tls_hsts(req);
+    if (hsts)
+        evbuffer_add_printf(out, "Strict-Transport-Security: %s\r\n", hsts);
     if (req->response_headers)
         evbuffer_add_buffer(out, req->response_headers);
     if (req->close_after || sesame_server_draining(req))
@@ -853,6 +875,68 @@ pump_response_body(struct sesame_proxy *p)
     return true;
 }
 
+/* The upstream accepted the WebSocket handshake: the 101 goes to the client,
+ * then the connection is a tunnel until either side closes. */
+static void tunnel_end(void *arg, enum sesame_tunnel_end why);
+
+static void
+start_tunnel(struct sesame_proxy *p)
+{
+    struct sesame_req *req = p->req;
+    const struct sesame_http_response *r = p->resp;
+    const struct sesame_http_header *up = sesame_http_find_header(&r->h, "Upgrade");
+    if (up == NULL || !r->h.connection_upgrade ||
+        !sesame_util_ascii_ieq(up->value, up->value_len, "websocket")) {
+        fail(p, 502, "101 without Upgrade: websocket");
+        return;
+    }
+    struct bufferevent *cb = sesame_server_client_bev(req);
+    if (cb == NULL) {
+        finish(p, false);
+        return;
+    }
+    req->upstream_ms = sesame_util_mono_ms() - req->start_ms;
+    req->close_after = true; /* the connection ends with the tunnel */
+    struct evbuffer *out = p->staging;
+    evbuffer_add_printf(out, "HTTP/1.1 101 %.*s\r\n", (int)r->reason_len, r->reason);
+    for (size_t i = 0; i < r->h.nheaders; i++) {
+        const struct sesame_http_header *h = &r->h.headers[i];
+        if (response_header_dropped(p, h) || name_is(h, "content-length"))
+            continue;
+        evbuffer_add(out, h->name, h->name_len);
+        evbuffer_add(out, ": ", 2);
+        evbuffer_add(out, h->value, h->value_len);
+        evbuffer_add(out, "\r\n", 2);
+    }
+    evbuffer_add(out, "Upgrade: websocket\r\nConnection: Upgrade\r\n", 41);
+    if (req->response_headers)
+        evbuffer_add_buffer(out, req->response_headers);
+    evbuffer_add(out, "\r\n", 2);
+    sesame_server_head_sent(req, 101);
+    flush_client(p);
+    struct bufferevent *ub = p->up->bev;
+    free(p->up); /* the tunnel owns the connection now; never pooled */
+    p->up = NULL;
+    p->state = UP_BODY;
+    const struct sesame_conf_server *sv = &req->conf->server;
+    p->tunnel = sesame_tunnel_start(p->worker->base, req, cb, ub, sv->websocket_idle_timeout_ms,
+                                    sv->websocket_recheck_ms, HIGH_WATER, tunnel_end, p);
+}
+
+static void
+tunnel_end(void *arg, enum sesame_tunnel_end why)
+{
+    struct sesame_proxy *p = arg;
+    static const char *const whys[] = {"the client closed", "the upstream closed", "idle timeout",
+                                       "the session is no longer valid"};
+    p->req->bytes_out += sesame_tunnel_bytes_out(p->tunnel);
+    sesame_log_info("request %s: WebSocket closed: %s (%llu bytes in, %llu out)", p->req->request_id,
+                    whys[why], (unsigned long long)sesame_tunnel_bytes_in(p->tunnel),
+                    (unsigned long long)sesame_tunnel_bytes_out(p->tunnel));
+    p->req->close_after = true;
+    finish(p, false);
+}
+
 static void
 handle_response_head(struct sesame_proxy *p)
 {
@@ -878,6 +962,10 @@ handle_response_head(struct sesame_proxy *p)
         }
         evbuffer_drain(in, p->resp->h.head_len);
         if (p->resp->status >= 100 && p->resp->status < 200) {
+            if (p->resp->status == 101 && p->websocket) {
+                start_tunnel(p);
+                return;
+            }
             if (p->resp->status == 101) {
                 fail(p, 502, "unexpected 101 Switching Protocols");
                 return;
@@ -888,6 +976,7 @@ handle_response_head(struct sesame_proxy *p)
     }
     struct sesame_req *req = p->req;
     req->upstream_ms = sesame_util_mono_ms() - req->start_ms;
+    sesame_metrics_observe_us(SESAME_M_UPSTREAM_DURATION, sesame_metrics_now_us() - p->start_us);
     switch (sesame_http_response_body_kind(p->resp, req->msg.method == SESAME_HTTP_HEAD)) {
     case SESAME_BODY_NONE:
         p->resp_body = BODY_NONE;
@@ -1108,6 +1197,7 @@ sesame_proxy_start(struct sesame_req *req)
     p->req = req;
     p->worker = w;
     p->staging = evbuffer_new();
+    p->start_us = sesame_metrics_now_us();
     if (req->msg.h.chunked) {
         p->req_body = BODY_CHUNKED;
         sesame_http_chunked_init(&p->req_chunked);
@@ -1126,6 +1216,16 @@ sesame_proxy_start(struct sesame_req *req)
         p->req_body = BODY_NONE;
     }
     p->req_body_done = p->req_body == BODY_NONE;
+    int up = sesame_proxy_upgrade(&req->msg);
+    if (up == SESAME_PROXY_UPGRADE_INVALID) {
+        evbuffer_free(p->staging);
+        free(p);
+        req->close_after = true;
+        sesame_log_info("request %s: malformed WebSocket handshake", req->request_id);
+        sesame_server_respond_error(req, 400, NULL);
+        return;
+    }
+    p->websocket = up == SESAME_PROXY_UPGRADE_WEBSOCKET;
     req->proxy = p;
     if (p->req_body != BODY_NONE) {
         if (req->msg.expect_continue)
@@ -1139,4 +1239,25 @@ sesame_proxy_start(struct sesame_req *req)
     }
     bufferevent_setwatermark(cb, EV_WRITE, LOW_WATER, 0);
     send_request(p);
+}
+
+int
+sesame_proxy_upgrade(const struct sesame_http_request *m)
+{
+    const struct sesame_http_header *up = sesame_http_find_header(&m->h, "Upgrade");
+    if (up == NULL || !m->h.connection_upgrade)
+        return SESAME_PROXY_UPGRADE_NONE;
+    /* only one Upgrade header, naming only "websocket": another protocol
+     * (h2c...) is ignored (answered in HTTP/1.1, RFC 9110 7.8) */
+    size_t n = 0;
+    for (size_t i = 0; i < m->h.nheaders; i++)
+        n += sesame_util_ascii_ieq(m->h.headers[i].name, m->h.headers[i].name_len, "upgrade");
+    if (n > 1)
+        return SESAME_PROXY_UPGRADE_INVALID;
+    if (!sesame_util_ascii_ieq(up->value, up->value_len, "websocket"))
+        return SESAME_PROXY_UPGRADE_NONE;
+    if (m->method != SESAME_HTTP_GET || m->h.version_minor < 1 || m->h.chunked ||
+        m->h.content_length > 0 || sesame_http_find_header(&m->h, "Sec-WebSocket-Key") == NULL)
+        return SESAME_PROXY_UPGRADE_INVALID;
+    return SESAME_PROXY_UPGRADE_WEBSOCKET;
 }

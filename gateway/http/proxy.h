@@ -41,6 +41,15 @@ void sesame_proxy_client_gone(struct sesame_req *req);
 /* Releases the proxy state of a request being freed. */
 void sesame_proxy_abort(struct sesame_req *req);
 
+/* What an Upgrade request asks for: NONE (no Upgrade, or one other than
+ * websocket, e.g. h2c: ignored, the request is answered in HTTP/1.1 and
+ * Upgrade is not forwarded), WEBSOCKET (GET, HTTP/1.1, Connection: upgrade,
+ * Upgrade: websocket, Sec-WebSocket-Key, no body: forwarded with Upgrade,
+ * then tunnelled after the upstream's 101, http/tunnel.h), INVALID (a
+ * websocket upgrade otherwise, or several Upgrade headers naming it: 400). */
+enum { SESAME_PROXY_UPGRADE_NONE, SESAME_PROXY_UPGRADE_WEBSOCKET, SESAME_PROXY_UPGRADE_INVALID };
+int sesame_proxy_upgrade(const struct sesame_http_request *m);
+
 /* True when a header name, compared case-insensitively with '_' taken as
  * '-', starts with prefix (e.g. "X-Sesame-"). */
 bool sesame_proxy_header_has_prefix(const char *name, size_t len, const char *prefix);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -17,11 +18,14 @@
 #include <openssl/ssl.h>
 
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/util.h"
 #include "core/worker.h"
 #include "http/canon.h"
 #include "http/dispatch.h"
+#include "http/ocsp.h"
 #include "http/proxy.h"
+#include "http/tls.h"
 
 enum timer_phase { PHASE_NONE, PHASE_IDLE, PHASE_HEAD };
 
@@ -35,6 +39,7 @@ struct sesame_conn {
     struct sockaddr_storage peer;
     char peer_ip[48];
     bool tls;
+    bool redirect;                /* on a redirect listener (http/tls.h) */
     struct event *timer;
     enum timer_phase phase;
     struct sesame_req *req;       /* current request, NULL between requests */
@@ -48,6 +53,7 @@ struct sesame_conn {
 struct listener {
     struct evconnlistener *l;
     bool tls;
+    bool redirect;
 };
 
 struct sesame_server {
@@ -55,7 +61,8 @@ struct sesame_server {
     struct event_base *base;
     struct listener *listeners;
     size_t nlisteners;
-    SSL_CTX *ssl_ctx;
+    struct sesame_tls *tls;       /* certificates of the tls listeners (http/tls.h) */
+    bool ocsp_started;
     struct sesame_conn *conns;    /* doubly linked list of open connections */
     size_t nconns;
     bool draining;
@@ -70,49 +77,17 @@ static void conn_eventcb(struct bufferevent *bev, short what, void *arg);
  * TLS
  */
 
-static SSL_CTX *
-tls_context(const struct sesame_conf *conf, char **err)
-{
-    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
-    if (ctx == NULL) {
-        sesame_err_set(err, "cannot create a TLS context");
-        return NULL;
-    }
-    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
-                                 SSL_OP_CIPHER_SERVER_PREFERENCE);
-    SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL:!MD5:!SHA1");
-    if (SSL_CTX_use_certificate_chain_file(ctx, conf->server.tls_certificate) != 1) {
-        sesame_err_set(err, "%s:%s: cannot use the certificate %s", conf->path, "tls_certificate",
-                       conf->server.tls_certificate);
-        goto fail;
-    }
-    if (SSL_CTX_use_PrivateKey_file(ctx, conf->server.tls_certificate_key, SSL_FILETYPE_PEM) != 1 ||
-        SSL_CTX_check_private_key(ctx) != 1) {
-        sesame_err_set(err, "%s:%s: cannot use the key %s (or it does not match the certificate)",
-                       conf->path, "tls_certificate_key", conf->server.tls_certificate_key);
-        goto fail;
-    }
-    return ctx;
-fail:
-    ERR_clear_error();
-    SSL_CTX_free(ctx);
-    return NULL;
-}
-
+/* The certificate set is built (and checked) with the configuration's
+ * runtime, once for every worker: a reload whose certificates do not load is
+ * refused before it gets here. */
 int
 sesame_server_reload_tls(struct sesame_server *s, const struct sesame_conf *conf, char **err)
 {
-    bool tls = false;
-    for (size_t i = 0; i < s->nlisteners; i++)
-        tls |= s->listeners[i].tls;
-    if (!tls)
-        return SESAME_OK;
-    SSL_CTX *ctx = tls_context(conf, err);
-    if (ctx == NULL)
-        return SESAME_ERROR;
-    SSL_CTX_free(s->ssl_ctx);
-    s->ssl_ctx = ctx;
+    struct sesame_tls *t = sesame_dispatch_tls(conf);
+    if (t == NULL)
+        return SESAME_OK; /* no tls listener in conf: the running set stays */
+    sesame_tls_unref(s->tls);
+    s->tls = sesame_tls_ref(t);
     return SESAME_OK;
 }
 
@@ -165,7 +140,7 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     struct bufferevent *bev;
     if (li->tls) {
-        SSL *ssl = SSL_new(s->ssl_ctx);
+        SSL *ssl = sesame_tls_ssl_new(s->tls);
         if (ssl == NULL) {
             evutil_closesocket(fd);
             return;
@@ -185,19 +160,21 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int
     c->server = s;
     c->bev = bev;
     c->tls = li->tls;
+    c->redirect = li->redirect;
     memcpy(&c->peer, sa, (size_t)salen < sizeof(c->peer) ? (size_t)salen : sizeof(c->peer));
     if (sa->sa_family == AF_INET)
         inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr, c->peer_ip, sizeof(c->peer_ip));
     else if (sa->sa_family == AF_INET6)
         inet_ntop(AF_INET6, &((struct sockaddr_in6 *)sa)->sin6_addr, c->peer_ip, sizeof(c->peer_ip));
     else
-        strcpy(c->peer_ip, "unix");
+        snprintf(c->peer_ip, sizeof(c->peer_ip), "unix");
     c->timer = evtimer_new(s->base, timer_cb, c);
     c->next = s->conns;
     if (s->conns)
         s->conns->prev = c;
     s->conns = c;
     s->nconns++;
+    sesame_metrics_gauge_add(SESAME_M_CLIENT_CONNECTIONS, 1);
     bufferevent_setcb(bev, conn_readcb, NULL, conn_eventcb, c);
     struct timeval wtv = sesame_util_timeval_ms(conf->server.idle_timeout_ms);
     bufferevent_set_timeouts(bev, NULL, &wtv);
@@ -252,6 +229,7 @@ conn_free(struct sesame_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     s->nconns--;
+    sesame_metrics_gauge_add(SESAME_M_CLIENT_CONNECTIONS, -1);
     event_free(c->timer);
     bufferevent_free(c->bev);
     free(c);
@@ -477,6 +455,7 @@ conn_process(struct sesame_conn *c)
     req->conf = sesame_conf_ref(conf);
     req->tls = c->tls;
     req->start_ms = sesame_util_mono_ms();
+    req->start_us = sesame_metrics_now_us();
     memcpy(req->client_ip, c->peer_ip, sizeof(req->client_ip));
     req->head = sesame_malloc(n);
     req->head_cap = n;
@@ -513,7 +492,10 @@ conn_process(struct sesame_conn *c)
     /* Reading stays enabled (no system call per request to toggle it): what
      * the client sends next waits in the input buffer, bounded by the read
      * high-watermark, until this request is done. */
-    sesame_dispatch_request(req);
+    if (c->redirect)
+        sesame_tls_redirect(req);
+    else
+        sesame_dispatch_request(req);
 }
 
 /* ------------------------------------------------------------------------
@@ -531,6 +513,7 @@ reason_phrase(int status)
     case 302: return "Found";
     case 303: return "See Other";
     case 304: return "Not Modified";
+    case 308: return "Permanent Redirect";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
     case 403: return "Forbidden";
@@ -695,6 +678,21 @@ date_header(void)
     return line;
 }
 
+/* Whether the header block `headers` ("Name: value\r\n" lines, may be NULL)
+ * has a line for `name` (case-insensitive). */
+static bool
+has_header_line(const char *headers, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = headers; p && *p;) {
+        if (strncasecmp(p, name, n) == 0 && p[n] == ':')
+            return true;
+        p = strchr(p, '\n');
+        p = p ? p + 1 : NULL;
+    }
+    return false;
+}
+
 void
 sesame_server_respond(struct sesame_req *req, int status, const char *content_type,
                       const char *headers, struct evbuffer *body)
@@ -717,6 +715,13 @@ sesame_server_respond(struct sesame_req *req, int status, const char *content_ty
         evbuffer_add_printf(out, "Content-Length: %zu\r\n", blen);
     if (headers)
         evbuffer_add(out, headers, strlen(headers));
+    const char *hsts = sesame_tls_hsts(req);
+    if (hsts)
+        evbuffer_add_printf(out, "Strict-Transport-Security: %s\r\n", hsts);
+    if (status == 503 && !has_header_line(headers, "Retry-After") &&
+        !(req->response_headers &&
+          evbuffer_search(req->response_headers, "Retry-After:", 12, NULL).pos >= 0))
+        evbuffer_add_printf(out, "Retry-After: %d\r\n", SESAME_SERVER_RETRY_AFTER_S);
     if (req->response_headers)
         evbuffer_add_buffer(out, req->response_headers);
     if (req->close_after)
@@ -801,6 +806,25 @@ access_log(struct sesame_req *req)
     sesame_log_access(line, n);
 }
 
+/* Counts the request in core/metrics.h: tenant and route names from the
+ * configuration, "(sesame)" under the reserved prefix, "(none)" otherwise. */
+static void
+request_metrics(const struct sesame_req *req)
+{
+    const char *route = SESAME_METRICS_NONE;
+    if (req->route) {
+        route = req->route->name;
+    } else if (req->tenant && req->canon.path) {
+        const char *prefix = req->conf->server.prefix;
+        size_t pl = strlen(prefix);
+        if (req->canon.path_len >= pl && memcmp(req->canon.path, prefix, pl) == 0)
+            route = SESAME_METRICS_ROUTE_INTERNAL;
+    }
+    sesame_metrics_request(req->tenant ? req->tenant->name : SESAME_METRICS_NONE, route,
+                           req->head_sent ? req->status : 0,
+                           sesame_metrics_now_us() - req->start_us);
+}
+
 void
 sesame_server_head_sent(struct sesame_req *req, int status)
 {
@@ -815,6 +839,7 @@ sesame_server_request_done(struct sesame_req *req)
         return;
     req->done = true;
     access_log(req);
+    request_metrics(req);
     struct sesame_conn *c = req->conn;
     if (c == NULL) { /* the connection is already gone */
         req_free(req);
@@ -876,8 +901,14 @@ sesame_server_new(struct sesame_worker *w, struct event_base *base, const struct
     bool tls = false;
     for (size_t i = 0; i < conf->server.nlisten; i++)
         tls |= conf->server.listen[i].tls;
-    if (tls && (s->ssl_ctx = tls_context(conf, err)) == NULL)
-        goto fail;
+    if (tls) {
+        if ((s->tls = sesame_tls_ref(sesame_dispatch_tls(conf))) == NULL) {
+            sesame_err_set(err, "%s: the TLS certificates are not loaded", conf->path);
+            goto fail;
+        }
+        sesame_ocsp_start();
+        s->ocsp_started = true;
+    }
     for (size_t i = 0; i < conf->server.nlisten; i++) {
         const struct sesame_listen *l = &conf->server.listen[i];
         struct evconnlistener *el = evconnlistener_new_bind(
@@ -892,6 +923,7 @@ sesame_server_new(struct sesame_worker *w, struct event_base *base, const struct
         }
         s->listeners[s->nlisteners].l = el;
         s->listeners[s->nlisteners].tls = l->tls;
+        s->listeners[s->nlisteners].redirect = l->redirect;
         s->nlisteners++;
     }
     return s;
@@ -938,6 +970,8 @@ sesame_server_free(struct sesame_server *s)
         if (s->listeners[i].l)
             evconnlistener_free(s->listeners[i].l);
     free(s->listeners);
-    SSL_CTX_free(s->ssl_ctx);
+    sesame_tls_unref(s->tls);
+    if (s->ocsp_started)
+        sesame_ocsp_stop();
     free(s);
 }

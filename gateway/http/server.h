@@ -65,6 +65,7 @@ struct sesame_req {
     char client_ip[48];               /* peer address as text */
     bool tls;                         /* arrived on a TLS listener */
     uint64_t start_ms;
+    uint64_t start_us;                /* the same, in microseconds (core/metrics.h clock) */
     uint64_t upstream_ms;             /* time to upstream response head, 0: none */
     int status;                       /* status sent, 0 until the head is sent */
     uint64_t bytes_out;               /* body bytes sent to the client */
@@ -85,19 +86,23 @@ struct sesame_req {
     bool body_consumed;
     sesame_server_body_cb body_cb;
     void (*ext_free)(struct sesame_req *req); /* called at request end when set */
+    int forward_auth;                 /* 0: proxied; else a forward-auth check (gate/forward.h) */
 };
 
 /* Listener set of one worker. */
 struct sesame_server;
 
 /* Creates the listeners of `conf` on `base` (SO_REUSEPORT so that every
- * worker has its own accept queue) and the TLS context when a listener uses
- * TLS. Returns NULL and *err on failure. */
+ * worker has its own accept queue); with a tls listener, takes conf's TLS
+ * certificate set and starts OCSP stapling (http/tls.h, http/ocsp.h); a
+ * redirect listener answers with sesame_tls_redirect. Returns NULL and *err
+ * on failure. */
 struct sesame_server *sesame_server_new(struct sesame_worker *w, struct event_base *base,
                                         const struct sesame_conf *conf, char **err);
 
-/* Replaces the TLS context by one built from conf (after a reload). Keeps the
- * old one and returns SESAME_ERROR with *err if the new one cannot be built. */
+/* Takes the TLS certificate set of conf (http/tls.h, built and checked with
+ * conf's runtime) for the connections accepted from now on, after a reload;
+ * keeps the running one when conf has none. Returns SESAME_OK. */
 int sesame_server_reload_tls(struct sesame_server *s, const struct sesame_conf *conf, char **err);
 
 /* Stops accepting; idle keep-alive connections are closed; in-flight requests
@@ -118,6 +123,10 @@ void sesame_server_free(struct sesame_server *s);
  * request gets the headers only. Ends the request. */
 void sesame_server_respond(struct sesame_req *req, int status, const char *content_type,
                            const char *headers, struct evbuffer *body);
+
+/* Seconds in the Retry-After header that sesame_server_respond adds to every
+ * 503 that has none (Redis or a provider unavailable, not ready). */
+#define SESAME_SERVER_RETRY_AFTER_S 5
 
 /* Sends Sésame's HTML error page for `status` (French), with an optional
  * plain-language reason (403). Ends the request. */

@@ -52,21 +52,6 @@ ssl_index_init(void)
     ssl_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, ssl_free_cb);
 }
 
-static void SESAME_PRINTF(2, 3)
-add_error(char **errors, const char *fmt, ...)
-{
-    char line[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof(line), fmt, ap);
-    va_end(ap);
-    size_t old = *errors ? strlen(*errors) : 0, n = strlen(line);
-    *errors = sesame_realloc(*errors, old + n + 2);
-    memcpy(*errors + old, line, n);
-    (*errors)[old + n] = '\n';
-    (*errors)[old + n + 1] = '\0';
-}
-
 static const char *
 openssl_reason(void)
 {
@@ -153,7 +138,7 @@ cert_index(struct sesame_tls *t, const struct sesame_conf *conf, const void *own
     char *why = NULL;
     SSL_CTX *ctx = context_new(cert, keyfile, &key, &why);
     if (ctx == NULL) {
-        add_error(errors, "%s:%d: %s: %s%s", conf->path, sesame_conf_key_line(conf, owner, key), key,
+        sesame_err_append(errors, "%s:%d: %s: %s%s", conf->path, sesame_conf_key_line(conf, owner, key), key,
                   what, why);
         free(why);
         return -1;
@@ -194,7 +179,7 @@ sesame_tls_new(const struct sesame_conf *conf, char **errors)
         X509 *leaf = SSL_CTX_get0_certificate(t->certs[idx].ctx);
         for (size_t j = 0; j < ct->nhosts; j++) {
             if (X509_check_host(leaf, ct->hosts[j], strlen(ct->hosts[j]), 0, NULL) != 1) {
-                add_error(errors, "%s:%d: tls_certificate: [tenant %s] the certificate %s is not "
+                sesame_err_append(errors, "%s:%d: tls_certificate: [tenant %s] the certificate %s is not "
                           "valid for the host %s", conf->path,
                           sesame_conf_key_line(conf, ct, "tls_certificate"), ct->name,
                           ct->tls_certificate, ct->hosts[j]);

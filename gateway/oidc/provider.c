@@ -6,6 +6,7 @@
 #include "oidc/provider.h"
 
 #include <ctype.h>
+#include <limits.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -127,6 +128,7 @@ struct settings {
     struct stamp *stamps;
     size_t nstamps;
     uint64_t leeway_ms, timeout_ms, refetch_ms;
+    uint64_t probe_ms;                   /* probe_interval; 0: no probe while available */
 };
 
 /* ---- Runtime, operations, jobs --------------------------------------------- */
@@ -148,6 +150,14 @@ struct sesame_provider {
     struct job *job;            /* the fetch in flight, if any */
     struct sesame_provider_op *waiters;
     char *meta_error, *keys_error;
+    /* availability and background upkeep (see provider.h, oidc/refresher.h) */
+    unsigned fails;             /* consecutive failed calls */
+    bool down;                  /* the last SESAME_PROVIDER_DOWN_AFTER calls failed */
+    bool fetch_failed;          /* the last metadata or JWKS fetch failed */
+    int64_t changed_at;         /* wall clock of the last change of `down` */
+    char health_error[256];     /* the last failure */
+    uint64_t meta_due, keys_due;/* background refresh times, jittered */
+    uint64_t probe_at;          /* next background probe */
 };
 
 enum op_kind { OP_ENSURE, OP_EXCHANGE, OP_VALIDATE };
@@ -171,6 +181,7 @@ struct sesame_provider_op {
     bool waiting;                          /* in rt->waiters (under rt->mu) */
     struct sesame_provider_op *wprev, *wnext;
     bool ensure_waited;
+    bool recheck, rechecked;               /* sesame_provider_ensure_available */
     bool kid_seen, kid_retried;
     uint64_t kid_attempts;
     struct sesame_httpc_call *call;
@@ -354,18 +365,6 @@ printable_token(const char *s, size_t n)
     return true;
 }
 
-static int
-hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Decodes %XX escapes (nothing else); NULL when an escape is malformed or
  * decodes to NUL. */
 static char *
@@ -378,8 +377,8 @@ percent_decode(const char *s)
             *o++ = s[i];
             continue;
         }
-        int a = i + 2 < n ? hexval((unsigned char)s[i + 1]) : -1;
-        int b = i + 2 < n ? hexval((unsigned char)s[i + 2]) : -1;
+        int a = i + 2 < n ? sesame_hexval((unsigned char)s[i + 1]) : -1;
+        int b = i + 2 < n ? sesame_hexval((unsigned char)s[i + 2]) : -1;
         if (a < 0 || b < 0 || (a == 0 && b == 0)) {
             free(out);
             return NULL;
@@ -595,6 +594,7 @@ settings_build(struct settings *s, const struct sesame_conf_provider *p, char **
     s->leeway_ms = p->leeway_ms;
     s->timeout_ms = p->http_timeout_ms;
     s->refetch_ms = p->jwks_refetch_interval_ms;
+    s->probe_ms = p->probe_interval_ms;
 
     if (!s->discovery && (s->ep[EP_AUTHZ] == NULL || s->ep[EP_TOKEN] == NULL ||
                           s->ep[EP_JWKS] == NULL)) {
@@ -693,6 +693,7 @@ settings_match(const struct settings *s, const struct sesame_conf_provider *p)
         s->algs != p->signing_algs || s->userinfo != p->userinfo || s->pkce != p->pkce ||
         !str_eq(s->ca_file, p->ca_file) || s->leeway_ms != p->leeway_ms ||
         s->timeout_ms != p->http_timeout_ms || s->refetch_ms != p->jwks_refetch_interval_ms ||
+        s->probe_ms != p->probe_interval_ms ||
         s->nparams != p->nauthorize_params || s->ndec != p->ndecryption_key_files)
         return false;
     if ((s->client_secret == NULL) != (p->client_secret == NULL) ||
@@ -763,6 +764,17 @@ sesame_provider_pkce(const struct sesame_provider *rt)
     return rt->s.pkce;
 }
 
+bool
+sesame_provider_loaded(struct sesame_provider *rt)
+{
+    if (rt == NULL)
+        return false;
+    pthread_mutex_lock(&rt->mu);
+    bool ok = rt->meta != NULL && rt->keys != NULL;
+    pthread_mutex_unlock(&rt->mu);
+    return ok;
+}
+
 const struct sesame_jose_keyset *
 sesame_provider_decryption_keys(const struct sesame_provider *rt)
 {
@@ -811,6 +823,126 @@ current_keys(struct sesame_provider *rt)
     struct keys *k = keys_ref(rt->keys);
     pthread_mutex_unlock(&rt->mu);
     return k;
+}
+
+/* ---- Availability ------------------------------------------------------------- */
+
+#define CONFIRM_MS 500u /* after a first failure, the next probe comes this soon */
+
+/* A background refresh time for a copy fetched now: at 75 to 90 % of
+ * `refresh`, at random, so that instances and providers do not refresh in
+ * step. */
+static uint64_t
+due_after(uint64_t now, uint64_t refresh)
+{
+    uint64_t r = 0;
+    (void)sesame_util_random(&r, sizeof(r));
+    uint64_t spread = refresh / 20 * 3; /* 15 % */
+    return now + refresh / 4 * 3 + (spread ? r % (spread + 1) : 0);
+}
+
+/* rt->mu held. */
+static bool
+usable_locked(const struct sesame_provider *rt)
+{
+    return endpoint(rt, rt->meta, EP_AUTHZ) != NULL && endpoint(rt, rt->meta, EP_TOKEN) != NULL &&
+           endpoint(rt, rt->meta, EP_JWKS) != NULL && rt->keys != NULL;
+}
+
+/* rt->mu held. */
+static bool
+available_locked(const struct sesame_provider *rt)
+{
+    return !rt->down && (usable_locked(rt) || !rt->fetch_failed);
+}
+
+enum health_event { HE_NONE, HE_FAILED, HE_DOWN, HE_UP };
+
+/* Records the outcome of one call; rt->mu held. Returns what changed, for
+ * health_log once the lock is released. */
+static enum health_event
+health_record_locked(struct sesame_provider *rt, bool ok, const char *why)
+{
+    uint64_t now = sesame_util_mono_ms();
+    if (ok) {
+        rt->fails = 0;
+        rt->health_error[0] = '\0';
+        rt->probe_at = rt->s.probe_ms ? now + rt->s.probe_ms : UINT64_MAX;
+        if (!rt->down)
+            return HE_NONE;
+        rt->down = false;
+        rt->changed_at = sesame_util_now();
+        rt->keys_due = now; /* its keys may have changed meanwhile: refresh them next */
+        return HE_UP;
+    }
+    if (rt->fails < UINT_MAX)
+        rt->fails++;
+    snprintf(rt->health_error, sizeof(rt->health_error), "%s", why ? why : "call failed");
+    rt->probe_at = now + (rt->fails < SESAME_PROVIDER_DOWN_AFTER ? CONFIRM_MS
+                                                                 : SESAME_PROVIDER_DOWN_PROBE_MS);
+    if (rt->down)
+        return HE_NONE;
+    if (rt->fails < SESAME_PROVIDER_DOWN_AFTER)
+        return HE_FAILED;
+    rt->down = true;
+    rt->changed_at = sesame_util_now();
+    return HE_DOWN;
+}
+
+static void
+health_log(const struct sesame_provider *rt, enum health_event ev, const char *why)
+{
+    if (ev == HE_DOWN)
+        sesame_log_warn("provider %s unavailable: its last %d calls failed (%s); the sign-in "
+                        "page says so and sign-ins are answered 503 until it answers again",
+                        rt->s.name, SESAME_PROVIDER_DOWN_AFTER, why ? why : "?");
+    else if (ev == HE_UP)
+        sesame_log_warn("provider %s available again", rt->s.name);
+}
+
+/* Records a call made by an operation (token, userinfo). */
+static void
+health_call(struct sesame_provider *rt, bool ok, const char *why)
+{
+    pthread_mutex_lock(&rt->mu);
+    enum health_event ev = health_record_locked(rt, ok, why);
+    pthread_mutex_unlock(&rt->mu);
+    health_log(rt, ev, why);
+}
+
+/* A call that ended because our own client was being freed (shutdown) says
+ * nothing about the provider. */
+static bool
+client_closed(const struct sesame_httpc_response *r)
+{
+    return r->error != NULL && strcmp(r->error, "HTTP client shut down") == 0;
+}
+
+void
+sesame_provider_get_health(struct sesame_provider *rt, struct sesame_provider_health *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->available = true;
+    if (rt == NULL)
+        return;
+    pthread_mutex_lock(&rt->mu);
+    out->available = available_locked(rt);
+    out->loaded = usable_locked(rt);
+    out->failures = rt->fails;
+    out->changed_at = rt->changed_at;
+    snprintf(out->error, sizeof(out->error), "%s", rt->health_error);
+    pthread_mutex_unlock(&rt->mu);
+}
+
+bool
+sesame_provider_available(struct sesame_provider *rt)
+{
+    if (rt == NULL)
+        return false;
+    pthread_mutex_lock(&rt->mu);
+    bool ok = available_locked(rt);
+    pthread_mutex_unlock(&rt->mu);
+    return ok;
 }
 
 /* Parses and checks a discovery document against the settings. */
@@ -865,6 +997,7 @@ install_meta(struct sesame_provider *rt, struct meta *m)
     rt->meta = m;
     rt->meta_at = sesame_util_mono_ms();
     rt->meta_retry_at = 0;
+    rt->meta_due = due_after(rt->meta_at, rt->s.refresh_ms);
     free(rt->meta_error);
     rt->meta_error = NULL;
     pthread_mutex_unlock(&rt->mu);
@@ -891,6 +1024,7 @@ install_keys_locked(struct sesame_provider *rt, struct keys *k)
     rt->keys = k;
     rt->keys_at = sesame_util_mono_ms();
     rt->keys_retry_at = 0;
+    rt->keys_due = due_after(rt->keys_at, rt->s.refresh_ms);
     free(rt->keys_error);
     rt->keys_error = NULL;
 }
@@ -974,6 +1108,13 @@ sesame_provider_registry_get(const struct sesame_conf_provider *p, char **err)
             rt->keys_at = old->keys_at;
             rt->forced_ever = old->forced_ever;
             rt->forced_at = old->forced_at;
+            rt->meta_due = old->meta_due;
+            rt->keys_due = old->keys_due;
+            rt->fails = old->fails;
+            rt->down = old->down;
+            rt->fetch_failed = old->fetch_failed;
+            rt->changed_at = old->changed_at;
+            memcpy(rt->health_error, old->health_error, sizeof(rt->health_error));
             pthread_mutex_unlock(&old->mu);
         }
         e->rt = rt;
@@ -1013,6 +1154,96 @@ sesame_provider_registry_clear(void)
     reg = NULL;
     nreg = 0;
     pthread_mutex_unlock(&reg_mu);
+}
+
+void
+sesame_provider_registry_sync(const struct sesame_conf *conf)
+{
+    for (size_t i = 0; i < conf->nproviders; i++) {
+        char *err = NULL;
+        struct sesame_provider *rt = sesame_provider_registry_get(conf->providers[i], &err);
+        if (rt == NULL)
+            sesame_log_error("provider %s: %s", conf->providers[i]->name, err ? err : "unusable");
+        free(err);
+        sesame_provider_unref(rt);
+    }
+    pthread_mutex_lock(&reg_mu);
+    size_t kept = 0;
+    for (size_t i = 0; i < nreg; i++) {
+        if (sesame_conf_find_provider(conf, reg[i].name) != NULL) {
+            reg[kept++] = reg[i];
+            continue;
+        }
+        free(reg[i].name);
+        sesame_provider_unref(reg[i].rt);
+    }
+    nreg = kept;
+    pthread_mutex_unlock(&reg_mu);
+}
+
+size_t
+sesame_provider_registry_list(struct sesame_provider ***out)
+{
+    pthread_mutex_lock(&reg_mu);
+    struct sesame_provider **v = sesame_calloc(nreg ? nreg : 1, sizeof(*v));
+    for (size_t i = 0; i < nreg; i++)
+        v[i] = sesame_provider_ref(reg[i].rt);
+    size_t n = nreg;
+    pthread_mutex_unlock(&reg_mu);
+    *out = v;
+    return n;
+}
+
+int
+sesame_provider_health(const char *name, struct sesame_provider_health *out)
+{
+    struct sesame_provider *rt = NULL;
+    pthread_mutex_lock(&reg_mu);
+    for (size_t i = 0; i < nreg && name != NULL; i++)
+        if (strcmp(reg[i].name, name) == 0)
+            rt = sesame_provider_ref(reg[i].rt);
+    pthread_mutex_unlock(&reg_mu);
+    sesame_provider_get_health(rt, out);
+    if (rt == NULL)
+        return SESAME_DECLINED;
+    sesame_provider_unref(rt);
+    return SESAME_OK;
+}
+
+static struct job *job_new_locked(struct sesame_provider *rt, struct sesame_httpc *httpc,
+                                  bool do_meta, bool force_keys);
+static void job_step(struct job *job);
+
+uint64_t
+sesame_provider_upkeep(struct sesame_provider *rt, struct sesame_httpc *httpc, uint64_t now)
+{
+    const struct settings *s = &rt->s;
+    struct job *job = NULL;
+    pthread_mutex_lock(&rt->mu);
+    /* keys are due only once there is a JWKS endpoint (metadata first) */
+    bool jwks = endpoint(rt, rt->meta, EP_JWKS) != NULL;
+    uint64_t next = rt->probe_at;
+    if (jwks && rt->keys_due < next)
+        next = rt->keys_due;
+    if (s->discovery && rt->meta_due < next)
+        next = rt->meta_due;
+    if (rt->job != NULL) {
+        next = now + 1000; /* a fetch is in flight: look again when it is done */
+    } else {
+        bool probe = now >= rt->probe_at;
+        bool do_meta = s->discovery && (now >= rt->meta_due || probe);
+        bool do_keys = jwks && (now >= rt->keys_due || (probe && !s->discovery));
+        if (do_meta || do_keys) {
+            job = job_new_locked(rt, httpc, do_meta, do_keys);
+            if (probe) /* until the outcome sets the next one */
+                rt->probe_at = now + SESAME_PROVIDER_DOWN_PROBE_MS;
+            next = now + 1000;
+        }
+    }
+    pthread_mutex_unlock(&rt->mu);
+    if (job)
+        job_step(job);
+    return next;
 }
 
 /* ---- URLs ------------------------------------------------------------------------ */
@@ -1191,9 +1422,10 @@ sesame_provider_token_request(struct sesame_provider *rt, const char *code,
         append(&cred, &cl, ":");
         sesame_provider_percent_encode(&cred, &cl, s->client_secret);
         size_t elen = 4 * ((cl + 2) / 3) + 1;
-        char *hdr = sesame_malloc(sizeof("Authorization: Basic ") + elen);
-        strcpy(hdr, "Authorization: Basic ");
-        EVP_EncodeBlock((unsigned char *)hdr + strlen(hdr), (const unsigned char *)cred, (int)cl);
+        static const char basic[] = "Authorization: Basic ";
+        char *hdr = sesame_malloc(sizeof(basic) + elen);
+        memcpy(hdr, basic, sizeof(basic));
+        EVP_EncodeBlock((unsigned char *)hdr + sizeof(basic) - 1, (const unsigned char *)cred, (int)cl);
         OPENSSL_cleanse(cred, cl);
         free(cred);
         out->authorization = hdr;
@@ -1292,19 +1524,33 @@ job_meta_done(void *arg, const struct sesame_httpc_response *r)
         m = meta_parse(&rt->s, r->body, r->body_len, &why);
     if (m != NULL) {
         install_meta(rt, m);
-    } else {
+        pthread_mutex_lock(&rt->mu);
+        rt->fetch_failed = false;
+        enum health_event ev = health_record_locked(rt, true, NULL);
+        pthread_mutex_unlock(&rt->mu);
+        health_log(rt, ev, NULL);
+    } else if (!client_closed(r)) {
         pthread_mutex_lock(&rt->mu);
         bool kept = rt->meta != NULL;
         rt->meta_retry_at = sesame_util_mono_ms() + retry_delay(&rt->s);
+        rt->meta_due = rt->meta_retry_at;
         free(rt->meta_error);
         rt->meta_error = sesame_strdup(why ? why : "discovery failed");
+        rt->fetch_failed = true;
+        enum health_event ev = health_record_locked(rt, false, rt->meta_error);
         pthread_mutex_unlock(&rt->mu);
-        if (kept)
+        /* once it is known to be down, the probes say nothing more until it
+         * is back */
+        if (ev == HE_NONE)
+            sesame_log_debug("provider %s: metadata still unavailable (%s)", rt->s.name,
+                             why ? why : "?");
+        else if (kept)
             sesame_log_warn("provider %s: metadata refresh failed (%s); keeping the last good "
                             "copy", rt->s.name, why ? why : "?");
         else
             sesame_log_error("provider %s: metadata unavailable (%s)", rt->s.name,
                              why ? why : "?");
+        health_log(rt, ev, why);
     }
     free(why);
     job_step(job);
@@ -1329,21 +1575,31 @@ job_keys_done(void *arg, const struct sesame_httpc_response *r)
     pthread_mutex_lock(&rt->mu);
     bool kept = rt->keys != NULL;
     rt->jwks_attempts++;
+    enum health_event ev = HE_NONE;
     if (k != NULL) {
         install_keys_locked(rt, k);
-    } else {
+        rt->fetch_failed = false;
+        ev = health_record_locked(rt, true, NULL);
+    } else if (!client_closed(r)) {
         rt->keys_retry_at = sesame_util_mono_ms() + retry_delay(&rt->s);
+        rt->keys_due = rt->keys_retry_at;
         free(rt->keys_error);
         rt->keys_error = sesame_strdup(why ? why : "JWKS fetch failed");
+        rt->fetch_failed = true;
+        ev = health_record_locked(rt, false, rt->keys_error);
     }
     pthread_mutex_unlock(&rt->mu);
-    if (k == NULL) {
-        if (kept)
+    if (k == NULL && !client_closed(r)) {
+        if (ev == HE_NONE)
+            sesame_log_debug("provider %s: JWKS still unavailable (%s)", rt->s.name,
+                             why ? why : "?");
+        else if (kept)
             sesame_log_warn("provider %s: JWKS refresh failed (%s); keeping the last good copy",
                             rt->s.name, why ? why : "?");
         else
             sesame_log_error("provider %s: JWKS unavailable (%s)", rt->s.name, why ? why : "?");
     }
+    health_log(rt, ev, why);
     free(why);
     job_finish(job);
 }
@@ -1517,6 +1773,27 @@ step_ensure(struct sesame_provider_op *op)
     struct sesame_provider *rt = op->rt;
     const struct settings *s = &rt->s;
     pthread_mutex_lock(&rt->mu);
+    if (op->recheck && !available_locked(rt)) {
+        /* known to be down: ask it again (with any fetch in flight) before
+         * saying so */
+        if (!op->rechecked && op->waits < MAX_WAITS) {
+            op->rechecked = true;
+            struct job *job = rt->job ? NULL
+                                      : job_new_locked(rt, op->httpc, s->discovery,
+                                                       !s->discovery || rt->keys == NULL);
+            join_locked(rt, op);
+            op->waits++;
+            pthread_mutex_unlock(&rt->mu);
+            if (job)
+                job_step(job);
+            return STEP_WAIT;
+        }
+        char why[300];
+        snprintf(why, sizeof(why), "%s", rt->health_error[0] ? rt->health_error : "no answer");
+        pthread_mutex_unlock(&rt->mu);
+        return op_fail(op, SESAME_PROVIDER_UNAVAILABLE, "provider %s: unavailable (%s)", s->name,
+                       why);
+    }
     if (!op->ensure_waited && op->waits < MAX_WAITS) {
         uint64_t now = sesame_util_mono_ms();
         const char *jwks = endpoint(rt, rt->meta, EP_JWKS);
@@ -1667,6 +1944,23 @@ verify_jws(struct sesame_provider_op *op, const char *jws, json_t **claims, char
     return rc;
 }
 
+int
+sesame_provider_verify_jws(struct sesame_provider *rt, const char *jws, json_t **claims,
+                           char **err)
+{
+    const struct settings *s = &rt->s;
+    const unsigned char *hs = NULL;
+    size_t hsl = 0;
+    if ((s->algs & HS_ALGS) != 0 && s->client_secret != NULL) {
+        hs = (const unsigned char *)s->client_secret;
+        hsl = strlen(s->client_secret);
+    }
+    struct keys *k = current_keys(rt);
+    int rc = sesame_jose_verify(jws, strlen(jws), k ? k->ks : NULL, s->algs, hs, hsl, claims, err);
+    keys_unref(k);
+    return rc;
+}
+
 /* The lowest known rank among the space-separated acr values of s (an
  * acr_values list means "any of these"); 0 when none is known. */
 static int
@@ -1789,10 +2083,13 @@ userinfo_done(void *arg, const struct sesame_httpc_response *r)
     const char *name = op->rt->s.name;
     op->call = NULL;
     if (r->error != NULL) {
+        if (!client_closed(r))
+            health_call(op->rt, false, "userinfo unreachable");
         op_fail(op, SESAME_PROVIDER_UNAVAILABLE, "provider %s: userinfo unreachable: %s", name,
                 r->error);
         return;
     }
+    health_call(op->rt, r->status < 500, "userinfo answered HTTP 5xx");
     if (r->status != 200) {
         op_fail(op, r->status >= 500 ? SESAME_PROVIDER_UNAVAILABLE
                                      : SESAME_PROVIDER_USERINFO_INVALID,
@@ -1928,15 +2225,19 @@ token_done(void *arg, const struct sesame_httpc_response *r)
     const char *name = op->rt->s.name;
     op->call = NULL;
     if (r->error != NULL) {
+        if (!client_closed(r))
+            health_call(op->rt, false, "token endpoint unreachable");
         op_fail(op, SESAME_PROVIDER_UNAVAILABLE, "provider %s: token endpoint unreachable: %s",
                 name, r->error);
         return;
     }
     if (r->status >= 500) {
+        health_call(op->rt, false, "token endpoint answered HTTP 5xx");
         op_fail(op, SESAME_PROVIDER_UNAVAILABLE, "provider %s: token endpoint answered HTTP %ld",
                 name, r->status);
         return;
     }
+    health_call(op->rt, true, NULL);
     json_t *doc = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, NULL);
     if (r->status != 200) {
         const char *code = json_string_value(json_object_get(doc, "error"));
@@ -2050,6 +2351,16 @@ sesame_provider_ensure(struct sesame_provider *rt, struct sesame_httpc *httpc,
         return NULL;
     struct sesame_provider_op *op = op_new(rt, httpc, OP_ENSURE, arg);
     op->ensure_cb = cb;
+    return op;
+}
+
+struct sesame_provider_op *
+sesame_provider_ensure_available(struct sesame_provider *rt, struct sesame_httpc *httpc,
+                                 sesame_provider_ensure_cb cb, void *arg)
+{
+    struct sesame_provider_op *op = sesame_provider_ensure(rt, httpc, cb, arg);
+    if (op != NULL)
+        op->recheck = true;
     return op;
 }
 

@@ -29,10 +29,12 @@
  * jwks_uri required; userinfo and end_session optional) are absolute https
  * URLs with a host, without fragment, spaces or control characters.
  * Endpoints given explicitly in the configuration override the document's.
- * Metadata and keys are refreshed on demand: an operation that finds them
- * older than discovery_refresh waits for a refetch (no background timer).
- * When a refresh fails the last good copy stays in use (a warning is
- * logged) and the next attempt waits min(discovery_refresh, 60 s).
+ * Metadata and keys are refreshed in the background (oidc/refresher.h,
+ * sesame_provider_upkeep) at 75 to 90 % of discovery_refresh, at random;
+ * an operation that still finds them older than discovery_refresh (no
+ * refresher, or it failed) waits for a refetch. When a refresh fails the
+ * last good copy stays in use (a warning is logged) and the next attempt
+ * waits min(discovery_refresh, 60 s).
  *
  * Keys. The JWKS at jwks_uri is parsed by sesame_jose_keyset_parse. A token
  * signed with an unknown kid causes one JWKS refetch (shared by concurrent
@@ -121,6 +123,79 @@ const char *sesame_provider_issuer(const struct sesame_provider *rt);
 /* True when the runtime sends PKCE (the provider's `pkce` setting). */
 bool sesame_provider_pkce(const struct sesame_provider *rt);
 
+/* True when a copy of the metadata and of the key set is held (however old:
+ * a stale copy still serves while a refresh is attempted). For readiness
+ * (gate/ready.h). Thread-safe. */
+bool sesame_provider_loaded(struct sesame_provider *rt);
+
+/* ---- Availability ------------------------------------------------------------- */
+
+/* Every HTTP call to the provider is recorded: discovery, JWKS, token,
+ * userinfo, and the background probes. A call failed when no HTTP answer
+ * came (refused, TLS failure, timeout) or the answer was a 5xx (for
+ * discovery and JWKS also any other status than 200, or a document
+ * refused); any other answer (a token endpoint 4xx included) shows that the
+ * provider answers. A provider is unavailable
+ *   - once its last SESAME_PROVIDER_DOWN_AFTER calls failed, or
+ *   - while it holds no usable metadata and keys and the last attempt to
+ *     fetch them failed;
+ * and available again after the next call that succeeds. The refresher
+ * probes it half a second after a first failure, and every
+ * SESAME_PROVIDER_DOWN_PROBE_MS while it is unavailable, so that it comes
+ * back by itself. Both transitions are logged, once (warnings); the probes
+ * of a provider known to be down log at debug level only.
+ * While unavailable, the sign-in page shows it as "momentanément
+ * indisponible" (its "Réessayer" link starts the sign-in), and
+ * <prefix>login asks the provider again (sesame_provider_ensure_available)
+ * and answers the 503 provider-unavailable page (gate/flow.c) instead of
+ * sending the citizen to it when it still does not answer. */
+#define SESAME_PROVIDER_DOWN_AFTER 2
+#define SESAME_PROVIDER_DOWN_PROBE_MS 2000u
+/* Retry-After (seconds) sent with the 503 page of an unavailable provider,
+ * and the delay after which the sign-in page reloads itself (Refresh). */
+#define SESAME_PROVIDER_RETRY_AFTER_S 15
+
+struct sesame_provider_health {
+    bool available;     /* offered for sign-in (see above) */
+    bool loaded;        /* usable metadata and keys are held (however old) */
+    unsigned failures;  /* consecutive failed calls */
+    int64_t changed_at; /* wall-clock seconds of the last change of `available`
+                           by failures or recovery; 0: never */
+    char error[256];    /* the last failure, for logs ("" after a success) */
+};
+
+/* The health of a runtime (rt NULL: available, nothing loaded).
+ * Thread-safe, no I/O. */
+void sesame_provider_get_health(struct sesame_provider *rt, struct sesame_provider_health *out);
+bool sesame_provider_available(struct sesame_provider *rt);
+
+/* The health of the registry's runtime of provider `name`: SESAME_OK, or
+ * SESAME_DECLINED (out says available, not loaded) when there is none yet.
+ * Thread-safe, no allocation but a reference, no I/O: for the sign-in page
+ * and readiness (/sesame/ready). */
+int sesame_provider_health(const char *name, struct sesame_provider_health *out);
+
+/* ---- Background upkeep (oidc/refresher.h) ------------------------------------ */
+
+/* Makes the registry hold the providers of conf: a runtime for each, as
+ * sesame_provider_registry_get builds or keeps it (one that cannot be built
+ * is logged and left out), and drops the runtimes of providers conf does not
+ * name (they stay valid while referenced). Thread-safe. */
+void sesame_provider_registry_sync(const struct sesame_conf *conf);
+
+/* New references to every runtime of the registry in *out (malloc'd array,
+ * the caller unrefs each and frees it); returns their number. */
+size_t sesame_provider_registry_list(struct sesame_provider ***out);
+
+/* Starts on httpc (the refresher's) the fetch rt needs at monotonic time
+ * now_ms, unless one is in flight: the metadata and/or keys when their
+ * background refresh is due, or a probe (the discovery document; the JWKS
+ * without discovery) every probe_interval while it is available, sooner
+ * after failures (see above). Returns when it wants to be called again
+ * (monotonic ms). */
+uint64_t sesame_provider_upkeep(struct sesame_provider *rt, struct sesame_httpc *httpc,
+                                uint64_t now_ms);
+
 /* The gateway's decryption keys (private, from decryption_key_files; empty
  * set when none), owned by the runtime and valid as long as the caller holds
  * its reference. Publish them with sesame_jose_keyset_export(), which writes
@@ -154,6 +229,16 @@ typedef void (*sesame_provider_ensure_cb)(void *arg, enum sesame_provider_status
 struct sesame_provider_op *sesame_provider_ensure(struct sesame_provider *rt,
                                                   struct sesame_httpc *httpc,
                                                   sesame_provider_ensure_cb cb, void *arg);
+
+/* The same for starting a sign-in: when rt is unavailable (see
+ * Availability below), the provider is asked again first (the discovery
+ * document, or the JWKS without discovery; shared with any fetch in
+ * flight): the callback gets SESAME_PROVIDER_UNAVAILABLE if it still does
+ * not answer, else what sesame_provider_ensure would give. */
+struct sesame_provider_op *sesame_provider_ensure_available(struct sesame_provider *rt,
+                                                            struct sesame_httpc *httpc,
+                                                            sesame_provider_ensure_cb cb,
+                                                            void *arg);
 
 /* Returns the malloc'd authorization URL (caller frees): the authorization
  * endpoint followed by exactly response_type=code, client_id, redirect_uri,
@@ -280,6 +365,16 @@ struct sesame_provider_op *sesame_provider_validate(struct sesame_provider *rt,
                                                     const struct sesame_provider_tokens *t,
                                                     const struct sesame_provider_expect *e,
                                                     sesame_provider_validate_cb cb, void *arg);
+
+/* Verifies a compact JWS (NUL-terminated) signed by the provider, e.g. a
+ * back-channel logout token (gate/backchannel.h): with the runtime's current
+ * keys and signing_algs (HS* with the client secret when configured), as
+ * for ID tokens, but synchronously and without fetching (call after a
+ * successful sesame_provider_ensure). Returns SESAME_OK with the claims in
+ * *claims (caller decrefs), SESAME_JOSE_UNKNOWN_KID, or SESAME_ERROR with
+ * *err set. Thread-safe. */
+int sesame_provider_verify_jws(struct sesame_provider *rt, const char *jws, json_t **claims,
+                               char **err);
 
 /* ---- Helpers ------------------------------------------------------------------ */
 

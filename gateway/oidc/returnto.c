@@ -5,18 +5,6 @@
 
 #include <string.h>
 
-static int
-hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static unsigned char
 lower(unsigned char c)
 {
@@ -35,7 +23,7 @@ chars_ok(const char *v, size_t n)
             continue;
         if (n - i < 3)
             return false;
-        int hi = hexval((unsigned char)v[i + 1]), lo = hexval((unsigned char)v[i + 2]);
+        int hi = sesame_hexval((unsigned char)v[i + 1]), lo = sesame_hexval((unsigned char)v[i + 2]);
         if (hi < 0 || lo < 0)
             return false;
         int d = hi * 16 + lo;

@@ -38,9 +38,28 @@
  *   login_url      <prefix>login?return_to=<return_to>
  * SIGN_IN: has_providers, providers (list: provider_url, provider_label,
  *   is_franceconnect, is_proconnect, is_generic, not_first), has_claims,
- *   claims (list: claim, the French name of one released attribute).
+ *   claims (list: claim, the French name of one attribute the commune's
+ *   services receive: the claims given, scope aliases expanded, without those
+ *   no provider shown transmits when every provider shown has scopes),
+ *   sources (list, one item per set of information the providers shown
+ *   transmit, from their scopes: source, their names, "FranceConnect" or
+ *   "FranceConnect ou ProConnect"; source_claims, a list of source_claim, the
+ *   French name of one piece of information they transmit, the pseudonymous
+ *   identifier of `openid` last; providers without scopes are in no item),
+ *   has_communes, communes (list: commune, the display name of a commune
+ *   that recognises a sign-in made here: a territory's member tenants).
  * LOGOUT: logout_action, csrf_token, cancel_url, return_to.
- * ERROR_403: reason. Provider error pages: retry_url.
+ * SIGN_IN also: unavailable (provider item: the provider is momentarily
+ *   unavailable: a notice, and provider_url as a "Réessayer" link),
+ *   has_unavailable (some provider shown is).
+ * ERROR_403: reason. Provider error pages: retry_url, provider_name (the
+ *   name shown for providers[0]: "FranceConnect", "ProConnect", or its
+ *   label or name; empty without one).
+ * ERROR_429: reason, retry_url (the same sign-in again).
+ * ERROR_413: reason (a form too large to be kept across a re-login).
+ * POST_KEPT: resume_action (<prefix>resume), resume_id (resume_id given).
+ * Every page: tenant_in_sentence, the commune's name as it reads inside a
+ *   sentence (tenant_in_sentence given, else tenant_name).
  *
  * The sign-in buttons are links (GET <prefix>login?return_to=...&provider=
  * ...), not a form: a form's redirect to the provider would be checked
@@ -80,6 +99,9 @@ enum sesame_page_id {
     SESAME_PAGE_PROVIDER_SERVER_ERROR,      /* error=server_error */
     SESAME_PAGE_PROVIDER_UNAVAILABLE,       /* error=temporarily_unavailable */
     SESAME_PAGE_PROVIDER_OTHER,             /* any other error code */
+    SESAME_PAGE_ERROR_429,                  /* too many sign-ins (gate/ratelimit.h) */
+    SESAME_PAGE_POST_KEPT,                  /* a form kept across a re-login (gate/replay.h):
+                                             * a button that sends it again */
     SESAME_PAGE_COUNT
 };
 
@@ -94,12 +116,19 @@ struct sesame_page_provider {
     const char *name;               /* configuration name, sent as provider= */
     const char *label;              /* shown by a GENERIC button; NULL: the name */
     enum sesame_page_brand brand;
+    const char *scopes;             /* SIGN_IN: the provider's scopes (space-separated,
+                                     * aliases as in sesame_conf_scope_claims): what it
+                                     * transmits; NULL: not said */
+    bool unavailable;               /* SIGN_IN: momentarily unavailable (oidc/provider.h,
+                                     * sesame_provider_health): a notice and a retry link
+                                     * instead of its button */
 };
 
 /* Bounds applied at render time (values past them are cut or ignored, never
  * rendered unbounded). */
 #define SESAME_PAGE_MAX_PROVIDERS 4     /* further providers are not shown */
 #define SESAME_PAGE_MAX_CLAIMS 32       /* further claims are not listed */
+#define SESAME_PAGE_MAX_COMMUNES 64     /* further communes are not listed */
 #define SESAME_PAGE_MAX_TEXT 1024       /* bytes of a display text (name, reason) */
 #define SESAME_PAGE_MAX_URL 2048        /* longer URLs and return_to are dropped */
 #define SESAME_PAGE_MAX_TEMPLATE (64 * 1024) /* bytes of one template or CSS file */
@@ -120,6 +149,8 @@ struct sesame_page_ctx {
     /* the tenant, every page */
     const char *tenant;             /* configuration name: theme and logo URLs */
     const char *tenant_name;        /* display name; NULL: "votre commune" */
+    const char *tenant_in_sentence; /* the name inside a sentence, with its article
+                                     * ("la ville d'Arbre"); NULL: tenant_name */
     const char *accent_color;       /* "#RRGGBB": meta theme-color */
     bool has_logo;                  /* the tenant has a logo: show it */
     const char *home_url;           /* NULL: "/" */
@@ -134,9 +165,13 @@ struct sesame_page_ctx {
                                      * first); provider errors: providers[0] is
                                      * the one to retry */
     size_t nproviders;
-    const char *const *claims;      /* SIGN_IN: released claim names ("given_name") */
+    const char *const *claims;      /* SIGN_IN: claim names the routes release
+                                     * ("given_name", or a scope alias) */
     size_t nclaims;
+    const char *const *communes;    /* SIGN_IN at a territory: its communes' display names */
+    size_t ncommunes;
     const char *csrf_token;         /* LOGOUT */
+    const char *resume_id;          /* POST_KEPT: the kept form's id */
     const char *cancel_url;         /* LOGOUT "Annuler"; NULL: home_url */
     const char *acr;                /* SIGN_IN, 401 and provider errors: the level the
                                      * sign-in links ask for (kept through to the
@@ -194,7 +229,8 @@ int sesame_page_http_status(enum sesame_page_id id);
 
 /* The French, plain-language name of a claim as the sign-in page lists it
  * ("given_name" -> "vos prénoms"); scope aliases (profile, birth,
- * identite_pivot) are not claims and return NULL, like unknown names. */
+ * identite_pivot) are not claims and return NULL, like unknown names (the
+ * page lists those as "d'autres informations vous concernant"). */
 const char *sesame_page_claim_label(const char *claim);
 
 /* Guesses a provider's button from its configuration: FRANCECONNECT when the

@@ -12,6 +12,7 @@
 #include <hiredis/async.h>
 
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/util.h"
 
 #define BACKOFF_MIN_MS 100
@@ -67,6 +68,7 @@ struct sesame_redis_op {
     sesame_redis_cb cb;      /* NULL: internal command, result ignored */
     void *arg;
     uint64_t deadline;       /* monotonic ms */
+    uint64_t start_us;       /* issued at, for the latency histogram */
     uint64_t gen;            /* deferred batch */
     char *cmd;               /* formatted command until written */
     size_t cmdlen;
@@ -133,6 +135,9 @@ struct sesame_redis {
     struct event *deferred_ev;
     struct event *health;
     uint64_t last_activity;
+    bool was_up;             /* the main connection has been up once */
+    sesame_redis_state_cb on_state;
+    void *state_arg;
 
     struct link *reap;
     struct event *reap_ev;
@@ -347,8 +352,10 @@ on_deferred(evutil_socket_t fd, short what, void *arg)
     while ((op = r->deferred.head) != NULL && op->gen != gen) {
         op_unlink(op);
         op->done = true;
-        if (!op->cancelled && op->cb != NULL)
+        if (!op->cancelled && op->cb != NULL) {
+            sesame_metrics_inc(SESAME_M_REDIS_ERRORS);
             op->cb(NULL, op->arg);
+        }
         op_maybe_free(op);
     }
     if (r->deferred.head)
@@ -435,6 +442,7 @@ op_new(struct sesame_redis *r, sesame_redis_cb cb, void *arg, uint64_t deadline,
     op->cb = cb;
     op->arg = arg;
     op->deadline = deadline;
+    op->start_us = sesame_metrics_now_us();
     if (argc > 0 && argv != NULL) {
         char *cmd = NULL;
         int n = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
@@ -480,6 +488,8 @@ on_op_reply(redisAsyncContext *ac, void *reply_, void *privdata)
     r->last_activity = sesame_util_mono_ms();
     op_unlink(op);
     op->done = true;
+    if (op->cb != NULL)
+        sesame_metrics_observe_us(SESAME_M_REDIS_DURATION, sesame_metrics_now_us() - op->start_us);
     if (!op->cancelled && op->cb != NULL)
         op->cb(reply, op->arg);
     op_free(op);
@@ -554,6 +564,13 @@ bool
 sesame_redis_is_up(const struct sesame_redis *r)
 {
     return r != NULL && r->data != NULL && r->data->state == LINK_READY;
+}
+
+void
+sesame_redis_set_state_cb(struct sesame_redis *r, sesame_redis_state_cb cb, void *arg)
+{
+    r->on_state = cb;
+    r->state_arg = arg;
 }
 
 /* ---- links ---- */
@@ -646,6 +663,11 @@ link_ready(struct link *l)
     switch (l->role) {
     case ROLE_DATA: {
         sesame_log_info("%s: connected to %s", role_name(l->role), l->name);
+        if (r->was_up)
+            sesame_metrics_inc(SESAME_M_REDIS_RECONNECTS);
+        r->was_up = true;
+        if (r->on_state)
+            r->on_state(true, r->state_arg);
         r->data_backoff = BACKOFF_MIN_MS;
         r->last_activity = sesame_util_mono_ms();
         struct sesame_redis_op *op;
@@ -891,6 +913,8 @@ link_close(struct link *l, const char *why)
             else
                 sesame_log_info("%s %s: %s", role_name(l->role), l->name, why);
             r->data = NULL;
+            if (was_ready && r->on_state)
+                r->on_state(false, r->state_arg);
             defer_all(&r->inflight);
             defer_all(&r->waiting);
             if (r->psub != NULL)
@@ -1170,6 +1194,13 @@ sesame_redis_subscribed(const struct sesame_redis *r)
 /* ---- health ---- */
 
 static void
+on_ping_reply(const redisReply *reply, void *arg)
+{
+    (void)reply;
+    (void)arg;
+}
+
+static void
 on_health(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -1180,7 +1211,7 @@ on_health(evutil_socket_t fd, short what, void *arg)
     if (sesame_util_mono_ms() - r->last_activity < HEALTH_INTERVAL_MS)
         return;
     static const char *ping[] = {"PING"};
-    sesame_redis_command(r, NULL, NULL, 1, ping, NULL);
+    sesame_redis_command(r, on_ping_reply, NULL, 1, ping, NULL);
 }
 
 /* ---- life cycle ---- */

@@ -30,6 +30,10 @@
  *   - Pub/sub uses a second connection to the same server, opened once the
  *     main connection is up and re-subscribed after every reconnect.
  *
+ * Metrics (core/metrics.h): the latency of every command that has a callback
+ * (idle PINGs included), the commands whose callback got NULL, and the main
+ * connections re-established after a loss.
+ *
  * The process must ignore SIGPIPE (hiredis writes with write(2)).
  */
 #ifndef SESAME_SESSION_REDIS_H
@@ -106,6 +110,14 @@ void sesame_redis_cancel(struct sesame_redis_op *op);
 
 /* True when the main connection is established and its handshake succeeded. */
 bool sesame_redis_is_up(const struct sesame_redis *r);
+
+/* Told, on the worker's thread, each time the main connection comes up
+ * (its handshake succeeded: up true) and each time an established one is
+ * lost (up false). A dead server is noticed at once when its connection
+ * closes (the process stopped, a reset), else by the idle PING sent every
+ * second plus command_timeout. cb NULL: no more calls. */
+typedef void (*sesame_redis_state_cb)(bool up, void *arg);
+void sesame_redis_set_state_cb(struct sesame_redis *r, sesame_redis_state_cb cb, void *arg);
 
 /* Subscribes to `channel` (copied) on the pub/sub connection. `on_message` is
  * called for each message; `on_subscribed` (may be NULL) each time the

@@ -7,12 +7,16 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/sha.h>
 
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/util.h"
 
-#define VALUE_VERSION 1
+#define VALUE_VERSION 1  /* sealed under the server secret */
+#define RECORD_VERSION 2 /* a session record, under its own key */
+#define RECORD_LABEL "sesame session v2"
 #define NONCE_LEN 12
 #define TAG_LEN 16
 #define HEADER_LEN (2 + NONCE_LEN)
@@ -54,6 +58,11 @@ sesame_session_free(struct sesame_session *s)
     }
     json_decref(s->claims);
     json_decref(s->attributes);
+    free(s->tree);
+    if (s->parent) {
+        OPENSSL_cleanse(s->parent, strlen(s->parent));
+        free(s->parent);
+    }
     free(s);
 }
 
@@ -162,6 +171,8 @@ sesame_session_serialize(const struct sesame_session *s, size_t *len)
         json_object_set(o, "k", s->claims);
     if (s->attributes != NULL)
         json_object_set(o, "x", s->attributes);
+    set_str(o, "tree", s->tree);
+    set_str(o, "parent", s->parent);
     char *text = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     if (text == NULL)
@@ -227,7 +238,8 @@ sesame_session_parse(const char *json, size_t len)
               get_str(o, "a", true, &s->account) && get_str(o, "p", false, &s->provider) &&
               get_str(o, "r", false, &s->acr) && get_int(o, "c", &s->created_ms) &&
               get_int(o, "l", &s->last_seen_ms) && get_int(o, "e", &s->expires_ms) &&
-              get_obj(o, "k", &s->claims) && get_obj(o, "x", &s->attributes);
+              get_obj(o, "k", &s->claims) && get_obj(o, "x", &s->attributes) &&
+              get_str(o, "tree", false, &s->tree) && get_str(o, "parent", false, &s->parent);
     json_decref(o);
     if (ok && nl != NULL) {
         const char *t = nl + 1;
@@ -248,6 +260,13 @@ sesame_session_parse(const char *json, size_t len)
 
 /* ---- AES-256-GCM ---- */
 
+/* The value layout is version (1) || key id (1) || nonce (12) || ciphertext
+ * || tag (16). VALUE_VERSION: sealed under the server secret itself
+ * (sesame_session_seal: pending logins, hop tickets). RECORD_VERSION: a
+ * session record, sealed under a key of its own (record_key). The key id is
+ * that of the server secret in both cases, so that a rotation tries only the
+ * secret the value was written with. */
+
 static unsigned char
 key_id(const unsigned char key[SESAME_SESSION_KEY_LEN])
 {
@@ -260,16 +279,37 @@ key_id(const unsigned char key[SESAME_SESSION_KEY_LEN])
     return h[0];
 }
 
-int
-sesame_session_seal(const struct sesame_conf_session *conf, const void *aad, size_t aadlen,
-                     const void *plain, size_t plainlen, unsigned char **out, size_t *outlen)
+/* The key of one session record: HMAC-SHA256(secret, RECORD_LABEL || raw
+ * id). Redis holds only SHA-256(raw id): without the cookie, the secret
+ * alone derives nothing. */
+static bool
+record_key(const unsigned char secret[SESAME_SESSION_KEY_LEN], const unsigned char raw[32],
+           unsigned char out[SESAME_SESSION_KEY_LEN])
+{
+    unsigned char msg[sizeof(RECORD_LABEL) - 1 + 32];
+    memcpy(msg, RECORD_LABEL, sizeof(RECORD_LABEL) - 1);
+    memcpy(msg + sizeof(RECORD_LABEL) - 1, raw, 32);
+    unsigned int len = 0;
+    bool ok = HMAC(EVP_sha256(), secret, SESAME_SESSION_KEY_LEN, msg, sizeof(msg), out, &len) !=
+                  NULL &&
+              len == SESAME_SESSION_KEY_LEN;
+    OPENSSL_cleanse(msg, sizeof(msg));
+    return ok;
+}
+
+/* Seals plain under `key` into a malloc'd value of `version` whose key id is
+ * kid. */
+static int
+seal_with(unsigned char version, unsigned char kid, const unsigned char key[SESAME_SESSION_KEY_LEN],
+          const void *aad, size_t aadlen, const void *plain, size_t plainlen, unsigned char **out,
+          size_t *outlen)
 {
     if (plainlen > SESAME_SESSION_VALUE_MAX || aadlen > INT32_MAX)
         return SESAME_ERROR;
     size_t total = HEADER_LEN + plainlen + TAG_LEN;
     unsigned char *buf = sesame_malloc(total);
-    buf[0] = VALUE_VERSION;
-    buf[1] = key_id(conf->secret);
+    buf[0] = version;
+    buf[1] = kid;
     unsigned char *nonce = buf + 2;
     unsigned char *ct = buf + HEADER_LEN;
     int result = SESAME_ERROR;
@@ -277,7 +317,7 @@ sesame_session_seal(const struct sesame_conf_session *conf, const void *aad, siz
     int n;
     if (ctx == NULL || sesame_util_random(nonce, NONCE_LEN) != SESAME_OK)
         goto done;
-    if (EVP_EncryptInit_ex(ctx, sesame_util_aes256gcm(), NULL, conf->secret, nonce) != 1)
+    if (EVP_EncryptInit_ex(ctx, sesame_util_aes256gcm(), NULL, key, nonce) != 1)
         goto done;
     if (aadlen > 0 && EVP_EncryptUpdate(ctx, NULL, &n, aad, (int)aadlen) != 1)
         goto done;
@@ -291,6 +331,7 @@ sesame_session_seal(const struct sesame_conf_session *conf, const void *aad, siz
 done:
     EVP_CIPHER_CTX_free(ctx);
     if (result != SESAME_OK) {
+        OPENSSL_cleanse(buf, total);
         free(buf);
         return SESAME_ERROR;
     }
@@ -323,23 +364,35 @@ done:
     return ok;
 }
 
-int
-sesame_session_open(const struct sesame_conf_session *conf, const void *aad, size_t aadlen,
-                    const unsigned char *in, size_t inlen, char **plain, size_t *plainlen)
+/* Opens a value of `version` under the current or the previous secret (raw
+ * NULL), or under the record keys they derive for raw. */
+static int
+open_with(const struct sesame_conf_session *conf, unsigned char version,
+          const unsigned char *raw, const void *aad, size_t aadlen, const unsigned char *in,
+          size_t inlen, char **plain, size_t *plainlen)
 {
     if (in == NULL || inlen < HEADER_LEN + TAG_LEN ||
         inlen > HEADER_LEN + SESAME_SESSION_VALUE_MAX + TAG_LEN || aadlen > INT32_MAX ||
-        in[0] != VALUE_VERSION)
+        in[0] != version)
         return SESAME_DECLINED;
     size_t ctlen = inlen - HEADER_LEN - TAG_LEN;
     const unsigned char *nonce = in + 2, *ct = in + HEADER_LEN, *tag = in + HEADER_LEN + ctlen;
     unsigned char *out = sesame_malloc(ctlen + 1);
-    const unsigned char *keys[2] = {conf->secret,
-                                    conf->has_previous_secret ? conf->previous_secret : NULL};
+    const unsigned char *secrets[2] = {conf->secret,
+                                       conf->has_previous_secret ? conf->previous_secret : NULL};
     for (size_t i = 0; i < 2; i++) {
-        if (keys[i] == NULL || key_id(keys[i]) != in[1])
+        if (secrets[i] == NULL || key_id(secrets[i]) != in[1])
             continue;
-        if (gcm_open(keys[i], nonce, aad, aadlen, ct, ctlen, tag, out)) {
+        unsigned char derived[SESAME_SESSION_KEY_LEN];
+        const unsigned char *key = secrets[i];
+        if (raw != NULL) {
+            if (!record_key(secrets[i], raw, derived))
+                continue;
+            key = derived;
+        }
+        bool ok = gcm_open(key, nonce, aad, aadlen, ct, ctlen, tag, out);
+        OPENSSL_cleanse(derived, sizeof(derived));
+        if (ok) {
             out[ctlen] = '\0';
             *plain = (char *)out;
             *plainlen = ctlen;
@@ -349,6 +402,62 @@ sesame_session_open(const struct sesame_conf_session *conf, const void *aad, siz
     OPENSSL_cleanse(out, ctlen + 1);
     free(out);
     return SESAME_DECLINED;
+}
+
+int
+sesame_session_seal(const struct sesame_conf_session *conf, const void *aad, size_t aadlen,
+                    const void *plain, size_t plainlen, unsigned char **out, size_t *outlen)
+{
+    return seal_with(VALUE_VERSION, key_id(conf->secret), conf->secret, aad, aadlen, plain,
+                     plainlen, out, outlen);
+}
+
+int
+sesame_session_open(const struct sesame_conf_session *conf, const void *aad, size_t aadlen,
+                    const unsigned char *in, size_t inlen, char **plain, size_t *plainlen)
+{
+    return open_with(conf, VALUE_VERSION, NULL, aad, aadlen, in, inlen, plain, plainlen);
+}
+
+/* Seals a session record for the raw id. */
+static int
+record_seal_raw(const struct sesame_conf_session *conf, const unsigned char raw[32],
+                const void *aad, size_t aadlen, const void *plain, size_t plainlen,
+                unsigned char **out, size_t *outlen)
+{
+    unsigned char key[SESAME_SESSION_KEY_LEN];
+    if (!record_key(conf->secret, raw, key))
+        return SESAME_ERROR;
+    int rc = seal_with(RECORD_VERSION, key_id(conf->secret), key, aad, aadlen, plain, plainlen,
+                       out, outlen);
+    OPENSSL_cleanse(key, sizeof(key));
+    return rc;
+}
+
+int
+sesame_session_record_seal(const struct sesame_conf_session *conf, const char *cookie_id,
+                           const void *aad, size_t aadlen, const void *plain, size_t plainlen,
+                           unsigned char **out, size_t *outlen)
+{
+    unsigned char raw[32];
+    if (!id_decode(cookie_id, raw))
+        return SESAME_ERROR;
+    int rc = record_seal_raw(conf, raw, aad, aadlen, plain, plainlen, out, outlen);
+    OPENSSL_cleanse(raw, sizeof(raw));
+    return rc;
+}
+
+int
+sesame_session_record_open(const struct sesame_conf_session *conf, const char *cookie_id,
+                           const void *aad, size_t aadlen, const unsigned char *in, size_t inlen,
+                           char **plain, size_t *plainlen)
+{
+    unsigned char raw[32];
+    if (!id_decode(cookie_id, raw))
+        return SESAME_DECLINED;
+    int rc = open_with(conf, RECORD_VERSION, raw, aad, aadlen, in, inlen, plain, plainlen);
+    OPENSSL_cleanse(raw, sizeof(raw));
+    return rc;
 }
 
 /* ---- cookies ---- */
@@ -476,9 +585,15 @@ sesame_session_set_cookie_header(char *buf, size_t cap, const char *name, const 
     bool secure = tenant == NULL || tenant->cookie_secure;
     if (value == NULL || max_age_s < 0)
         max_age_s = 0;
-    int n = snprintf(buf, cap, "%s=%s; Path=/; Max-Age=%lld; HttpOnly; SameSite=Lax%s%s%s", name,
-                     value ? value : "", (long long)(value ? max_age_s : 0),
-                     secure ? "; Secure" : "", domain ? "; Domain=" : "", domain ? domain : "");
+    /* session_cookie = browser: a cookie that ends with the browser (no
+     * Max-Age); a deletion keeps Max-Age=0 */
+    bool browser = value != NULL && tenant != NULL && tenant->session_cookie == SESAME_COOKIE_BROWSER;
+    char age[40] = "";
+    if (!browser)
+        snprintf(age, sizeof(age), "; Max-Age=%lld", (long long)(value ? max_age_s : 0));
+    int n = snprintf(buf, cap, "%s=%s; Path=/%s; HttpOnly; SameSite=Lax%s%s%s", name,
+                     value ? value : "", age, secure ? "; Secure" : "", domain ? "; Domain=" : "",
+                     domain ? domain : "");
     if (n < 0 || (size_t)n >= cap) {
         buf[0] = '\0';
         return SESAME_ERROR;
@@ -647,6 +762,7 @@ struct sesame_session_op {
     struct sesame_session *rec;    /* create: the record stored */
     size_t count;                  /* revoke: sessions listed */
     char cookie[SESAME_SESSION_ID_LEN + 1];
+    unsigned char raw[32];         /* load, destroy: the raw id (record key) */
     struct sesame_session_op *prev, *next;
 };
 
@@ -758,6 +874,7 @@ op_release(struct sesame_session_op *op)
     free(op->idx);
     sesame_session_free(op->rec);
     OPENSSL_cleanse(op->cookie, sizeof(op->cookie));
+    OPENSSL_cleanse(op->raw, sizeof(op->raw));
     free(op);
 }
 
@@ -813,16 +930,16 @@ op_new(struct sesame_session_store *st, enum op_kind kind, void *arg)
     return op;
 }
 
-/* Encrypts a record for `key`. */
+/* Encrypts a record of the raw id `raw` for `key`. */
 static int
 seal_record(const struct sesame_session_store *st, const struct sesame_session *s, const char *key,
-            unsigned char **val, size_t *vlen)
+            const unsigned char raw[32], unsigned char **val, size_t *vlen)
 {
     size_t jlen;
     char *json = sesame_session_serialize(s, &jlen);
     if (json == NULL)
         return SESAME_ERROR;
-    int rc = sesame_session_seal(&st->conf->session, key, strlen(key), json, jlen, val, vlen);
+    int rc = record_seal_raw(&st->conf->session, raw, key, strlen(key), json, jlen, val, vlen);
     OPENSSL_cleanse(json, jlen);
     free(json);
     return rc;
@@ -860,7 +977,8 @@ delete_key(struct sesame_session_store *st, const char *key)
 /* Writes last_seen back when it is older than touch_interval. SET ... XX: a
  * session destroyed meanwhile stays destroyed. */
 static void
-maybe_touch(struct sesame_session_store *st, struct sesame_session *s, const char *key, int64_t now)
+maybe_touch(struct sesame_session_store *st, struct sesame_session *s, const char *key,
+            const unsigned char raw[32], int64_t now)
 {
     if (now - s->last_seen_ms < (int64_t)st->conf->session.touch_interval_ms)
         return;
@@ -869,7 +987,7 @@ maybe_touch(struct sesame_session_store *st, struct sesame_session *s, const cha
     int64_t ttl = session_ttl(st, s, now);
     unsigned char *val;
     size_t vlen;
-    if (ttl <= 0 || seal_record(st, s, key, &val, &vlen) != SESAME_OK) {
+    if (ttl <= 0 || seal_record(st, s, key, raw, &val, &vlen) != SESAME_OK) {
         s->last_seen_ms = saved;
         return;
     }
@@ -917,11 +1035,19 @@ on_load_reply(const redisReply *reply, void *arg)
     }
     char *plain;
     size_t plen;
-    if (sesame_session_open(&st->conf->session, op->key, strlen(op->key),
-                            (const unsigned char *)reply->str, (size_t)reply->len, &plain,
-                            &plen) != SESAME_OK) {
-        sesame_log_warn("session: a stored session could not be decrypted (other key or altered "
-                        "value); treated as absent");
+    if (open_with(&st->conf->session, RECORD_VERSION, op->raw, op->key, strlen(op->key),
+                  (const unsigned char *)reply->str, (size_t)reply->len, &plain,
+                  &plen) != SESAME_OK) {
+        if (reply->len > 0 && (unsigned char)reply->str[0] == VALUE_VERSION) {
+            /* written before records had their own key: readable with the
+             * secret alone, so never used again and deleted at once */
+            sesame_log_info("session: a session stored in the former format is refused and "
+                            "deleted (the citizen signs in again)");
+            delete_key(st, op->key);
+        } else {
+            sesame_log_warn("session: a stored session could not be decrypted (other key or "
+                            "altered value); treated as absent");
+        }
         load_done(op, SESAME_DECLINED, NULL);
         return;
     }
@@ -945,7 +1071,7 @@ on_load_reply(const redisReply *reply, void *arg)
         load_done(op, SESAME_DECLINED, NULL);
         return;
     }
-    maybe_touch(st, s, op->key, now);
+    maybe_touch(st, s, op->key, op->raw, now);
     if (cache_usable(st))
         cache_put(&st->cache, op->hash, s);
     load_done(op, SESAME_OK, s);
@@ -961,27 +1087,31 @@ sesame_session_load(struct sesame_session_store *st, const char *cookie_id, cons
         return SESAME_DECLINED;
     unsigned char hash[32];
     sesame_util_sha256(raw, sizeof(raw), hash);
-    OPENSSL_cleanse(raw, sizeof(raw));
     if (cache_usable(st)) {
         struct centry *e = cache_get(&st->cache, hash, st->conf->session.cache_ttl_ms);
         if (e != NULL) {
             struct sesame_session *s = e->rec;
             int64_t now = now_ms(st);
-            if (strcmp(s->tenant, tenant) != 0)
+            if (strcmp(s->tenant, tenant) != 0) {
+                OPENSSL_cleanse(raw, sizeof(raw));
                 return SESAME_DECLINED;
+            }
             if (now >= s->expires_ms) {
                 char *key = key_from_hash(st->prefix, hash);
                 cache_remove(&st->cache, hash);
                 delete_key(st, key);
                 free(key);
+                OPENSSL_cleanse(raw, sizeof(raw));
                 return SESAME_DECLINED;
             }
             if (!session_ended(st, s, now)) {
                 if (touch_due(st, s, now)) {
                     char *key = key_from_hash(st->prefix, hash);
-                    maybe_touch(st, s, key, now);
+                    maybe_touch(st, s, key, raw, now);
                     free(key);
                 }
+                OPENSSL_cleanse(raw, sizeof(raw));
+                sesame_metrics_add(SESAME_M_SESSION_CACHE, "hit", NULL, NULL, 1);
                 *out = sesame_session_ref(s);
                 return SESAME_OK;
             }
@@ -989,6 +1119,7 @@ sesame_session_load(struct sesame_session_store *st, const char *cookie_id, cons
              * Redis. */
             cache_remove(&st->cache, hash);
         }
+        sesame_metrics_add(SESAME_M_SESSION_CACHE, "miss", NULL, NULL, 1);
     }
     char *key = key_from_hash(st->prefix, hash);
     struct sesame_session_op *op = op_new(st, K_LOAD, arg);
@@ -996,6 +1127,8 @@ sesame_session_load(struct sesame_session_store *st, const char *cookie_id, cons
     op->key = key;
     op->tenant = sesame_strdup(tenant);
     memcpy(op->hash, hash, 32);
+    memcpy(op->raw, raw, 32);
+    OPENSSL_cleanse(raw, sizeof(raw));
     const char *argv[] = {"GET", key};
     op->rop = sesame_redis_command(st->redis, on_load_reply, op, 2, argv, NULL);
     *opp = op;
@@ -1053,7 +1186,6 @@ sesame_session_create(struct sesame_session_store *st, struct sesame_session *s,
     char cookie[SESAME_SESSION_ID_LEN + 1];
     sesame_util_b64url_encode(cookie, raw, sizeof(raw));
     sesame_util_sha256(raw, sizeof(raw), hash);
-    OPENSSL_cleanse(raw, sizeof(raw));
 
     int64_t now = now_ms(st);
     int64_t max = now + (int64_t)sc->max_lifetime_ms;
@@ -1062,13 +1194,19 @@ sesame_session_create(struct sesame_session_store *st, struct sesame_session *s,
     if (s->expires_ms <= 0 || s->expires_ms > max)
         s->expires_ms = max;
     int64_t ttl = session_ttl(st, s, now);
-    if (ttl <= 0)
+    if (ttl <= 0) {
+        OPENSSL_cleanse(raw, sizeof(raw));
+        OPENSSL_cleanse(cookie, sizeof(cookie));
         return SESAME_ERROR;
+    }
 
     char *key = key_from_hash(st->prefix, hash);
     unsigned char *val;
     size_t vlen;
-    if (seal_record(st, s, key, &val, &vlen) != SESAME_OK) {
+    int sealed = seal_record(st, s, key, raw, &val, &vlen);
+    OPENSSL_cleanse(raw, sizeof(raw));
+    if (sealed != SESAME_OK) {
+        OPENSSL_cleanse(cookie, sizeof(cookie));
         free(key);
         return SESAME_ERROR;
     }
@@ -1082,12 +1220,26 @@ sesame_session_create(struct sesame_session_store *st, struct sesame_session *s,
     size_t set_lens[] = {3, strlen(key), vlen, 2, strlen(ttlbuf)};
     const char *sadd_argv[] = {"SADD", idx, hex};
     const char *pexp_argv[] = {"PEXPIRE", idx, lifebuf};
-    struct sesame_redis_cmd cmds[5] = {
+    struct sesame_redis_cmd cmds[9] = {
         {5, set_argv, set_lens},
         {3, sadd_argv, NULL},
         {3, pexp_argv, NULL},
     };
     size_t ncmds = 3;
+    /* a session of a tree: in the tree's index, and the tree in the
+     * account's (session.h) */
+    char *tidx = s->tree ? index_key(st->prefix, "@tree", s->tree) : NULL;
+    char *aidx = s->tree ? sesame_asprintf("%sat:%s:%s", st->prefix, s->tenant, s->account) : NULL;
+    const char *tsadd_argv[] = {"SADD", tidx, hex};
+    const char *tpexp_argv[] = {"PEXPIRE", tidx, lifebuf};
+    const char *asadd_argv[] = {"SADD", aidx, s->tree};
+    const char *apexp_argv[] = {"PEXPIRE", aidx, lifebuf};
+    if (s->tree) {
+        cmds[ncmds++] = (struct sesame_redis_cmd){3, tsadd_argv, NULL};
+        cmds[ncmds++] = (struct sesame_redis_cmd){3, tpexp_argv, NULL};
+        cmds[ncmds++] = (struct sesame_redis_cmd){3, asadd_argv, NULL};
+        cmds[ncmds++] = (struct sesame_redis_cmd){3, apexp_argv, NULL};
+    }
 
     char *prevkey = NULL;
     char prevhex[HASH_HEX_LEN + 1];
@@ -1115,6 +1267,8 @@ sesame_session_create(struct sesame_session_store *st, struct sesame_session *s,
     op->rop = sesame_redis_transaction(st->redis, on_create_reply, op, cmds, ncmds);
     free(val);
     free(idx);
+    free(tidx);
+    free(aidx);
     free(prevkey);
     *opp = op;
     return SESAME_AGAIN;
@@ -1144,9 +1298,8 @@ on_destroy_reply(const redisReply *reply, void *arg)
     char *plain;
     size_t plen;
     if (v != NULL && v->type == REDIS_REPLY_STRING &&
-        sesame_session_open(&st->conf->session, op->key, strlen(op->key),
-                            (const unsigned char *)v->str, (size_t)v->len, &plain,
-                            &plen) == SESAME_OK) {
+        open_with(&st->conf->session, RECORD_VERSION, op->raw, op->key, strlen(op->key),
+                  (const unsigned char *)v->str, (size_t)v->len, &plain, &plen) == SESAME_OK) {
         struct sesame_session *s = sesame_session_parse(plain, plen);
         OPENSSL_cleanse(plain, plen);
         free(plain);
@@ -1157,6 +1310,12 @@ on_destroy_reply(const redisReply *reply, void *arg)
             const char *argv[] = {"SREM", idx, hex};
             fire_and_forget(st, 3, argv, NULL);
             free(idx);
+            if (s->tree) {
+                char *tidx = index_key(st->prefix, "@tree", s->tree);
+                const char *targv[] = {"SREM", tidx, hex};
+                fire_and_forget(st, 3, targv, NULL);
+                free(tidx);
+            }
             sesame_session_free(s);
         }
     }
@@ -1171,12 +1330,13 @@ sesame_session_destroy(struct sesame_session_store *st, const char *cookie_id,
     if (!id_decode(cookie_id, raw))
         return SESAME_DECLINED;
     sesame_util_sha256(raw, sizeof(raw), hash);
-    OPENSSL_cleanse(raw, sizeof(raw));
     cache_remove(&st->cache, hash);
     struct sesame_session_op *op = op_new(st, K_DESTROY, arg);
     op->cb.done = cb;
     op->key = key_from_hash(st->prefix, hash);
     memcpy(op->hash, hash, 32);
+    memcpy(op->raw, raw, 32);
+    OPENSSL_cleanse(raw, sizeof(raw));
     char hex[HASH_HEX_LEN + 1];
     sesame_util_hex(hex, hash, sizeof(hash));
     const char *getdel[] = {"GETDEL", op->key};

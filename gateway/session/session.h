@@ -9,12 +9,23 @@
  * so a Redis dump yields no usable cookie. The value is
  *     version (1) || key id (1) || nonce (12) || AES-256-GCM ciphertext || tag (16)
  * with a fresh random nonce at every write and the Redis key as additional
- * authenticated data (a value moved to another key does not open). The key is
- * conf->session.secret; conf->session.previous_secret is also accepted for
- * reading during a key rotation. The plaintext is compact JSON with one-letter
- * names, followed (when there is one) by a newline and the raw ID token. A
- * value that fails to open is "no session" (logged at warn, without
- * the key or the value).
+ * authenticated data (a value moved to another key does not open).
+ *
+ * Keys. A session record (version 2) is sealed under a key of its own,
+ *     HMAC-SHA256(conf->session.secret, "sesame session v2" || raw id),
+ * derived from both the server secret and the cookie: Redis holds only
+ * SHA-256(raw id), so a Redis dump plus the secret file decrypts no session;
+ * the cookie is needed as well. Pending logins and hop tickets (version 1,
+ * short-lived, sesame_session_seal) are sealed under the secret itself. The
+ * key id byte is derived from the server secret in both cases;
+ * conf->session.previous_secret is also accepted for reading during a key
+ * rotation. Revocation and erasure need no decryption: they delete keys
+ * through the account index. A session value of version 1 (written before
+ * records had their own key) is refused and deleted when presented.
+ *
+ * The plaintext is compact JSON with one-letter names, followed (when there
+ * is one) by a newline and the raw ID token. A value that fails to open is
+ * "no session" (logged at warn, without the key or the value).
  *
  * Expiry: a session ends when now - last_seen > inactivity_timeout or when
  * now >= expires (absolute, at most created + max_lifetime). last_seen is
@@ -28,6 +39,29 @@
  * account, holding the hashes of its sessions (expiring with max_lifetime).
  * destroy and revoke_account delete the sessions in Redis and PUBLISH their
  * hashes on prefix + "revoked".
+ *
+ * Trees (territories, gate/hop.h): a session signed in at a territory gets a
+ * random tree id (record field `tree`); every member-tenant session derived
+ * from it records the same tree id and the id of that territory session
+ * (`parent`, the cookie id, inside the encrypted record). The layout of the
+ * session keys, all under prefix P (in one place: plugins/redis/store.c,
+ * which revokes sessions from sesame-accounts, follows it):
+ *   P s:HASH               the sealed record of the session whose cookie id
+ *                          hashes to HASH (hex SHA-256 of the raw id)
+ *   P a:TENANT:ACCOUNT     set of the HASHes of an account's sessions
+ *   P a:@tree:TREE         set of the HASHes of the sessions of a tree (the
+ *                          territory session and every session derived
+ *                          from it, on every member tenant)
+ *   P at:TENANT:ACCOUNT    set of the TREE ids of an account's sessions that
+ *                          belong to a tree (for admin revocation: revoking
+ *                          an account of a member tenant ends each tree)
+ *   P l:SHA256(state)      a pending login, hop or territory ticket (login_put)
+ *   P revoked              the pub/sub channel of revoked HASHes
+ * create adds a session with a tree to a:@tree:TREE and at:TENANT:ACCOUNT
+ * (PEXPIRE max_lifetime, like a:), destroy removes it from a:@tree:TREE;
+ * sesame_session_revoke_account(st, "@tree", TREE) ends a whole tree on every
+ * instance (it publishes the revocations). Entries of sessions that ended
+ * otherwise stay until the set expires; they name nothing.
  *
  * In-process cache (conf->session.cache_ttl_ms > 0): decoded records, at most
  * SESAME_SESSION_CACHE_MAX entries (least recently used evicted), each kept at
@@ -86,6 +120,10 @@ struct sesame_session {
     char *id_token;          /* for logout (id_token_hint), may be NULL */
     json_t *claims;          /* object of the kept claims, may be NULL */
     json_t *attributes;      /* object from the account plugin, may be NULL */
+    char *tree;              /* territories: the tree id (43 base64url characters),
+                                NULL: none */
+    char *parent;            /* a session derived from a territory session: that
+                                session's cookie id; NULL otherwise */
 };
 
 /* A new, empty record with one reference. */
@@ -113,8 +151,9 @@ char *sesame_session_serialize(const struct sesame_session *s, size_t *len);
  * reference) or NULL for anything malformed. */
 struct sesame_session *sesame_session_parse(const char *json, size_t len);
 
-/* Encrypts `plain` under conf->secret with `aad` as additional data. Stores a
- * malloc'd value in *out. Returns SESAME_OK or SESAME_ERROR. */
+/* Encrypts `plain` under conf->secret with `aad` as additional data (version
+ * 1: pending logins, hop tickets; never session records). Stores a malloc'd
+ * value in *out. Returns SESAME_OK or SESAME_ERROR. */
 int sesame_session_seal(const struct sesame_conf_session *conf, const void *aad, size_t aadlen,
                         const void *plain, size_t plainlen, unsigned char **out, size_t *outlen);
 /* Decrypts and authenticates a value written by sesame_session_seal under the
@@ -124,6 +163,22 @@ int sesame_session_seal(const struct sesame_conf_session *conf, const void *aad,
  * version, too short or too long). */
 int sesame_session_open(const struct sesame_conf_session *conf, const void *aad, size_t aadlen,
                         const unsigned char *in, size_t inlen, char **plain, size_t *plainlen);
+
+/* Seals a session record for the cookie id `cookie_id` (version 2: under
+ * the key HMAC-SHA256(conf->secret, "sesame session v2" || raw id)), with
+ * `aad` (the Redis key) as additional data. Returns SESAME_OK with a malloc'd
+ * value in *out, or SESAME_ERROR (invalid cookie id, too long). */
+int sesame_session_record_seal(const struct sesame_conf_session *conf, const char *cookie_id,
+                               const void *aad, size_t aadlen, const void *plain, size_t plainlen,
+                               unsigned char **out, size_t *outlen);
+/* Opens what sesame_session_record_seal wrote for the same cookie id and aad,
+ * under the key derived from the current or the previous secret. Returns
+ * SESAME_OK with a malloc'd, NUL-terminated plaintext in *plain, or
+ * SESAME_DECLINED (another cookie, tampered, other secret, other aad, a value
+ * of sesame_session_seal, invalid cookie id). */
+int sesame_session_record_open(const struct sesame_conf_session *conf, const char *cookie_id,
+                               const void *aad, size_t aadlen, const unsigned char *in,
+                               size_t inlen, char **plain, size_t *plainlen);
 
 /* Finds the cookie `name` in a Cookie header value of `len` bytes (not
  * necessarily NUL-terminated). Examines at most SESAME_SESSION_COOKIE_SCAN_MAX
@@ -139,8 +194,10 @@ int sesame_session_cookie_find(const char *header, size_t len, const char *name,
 /* Builds a Set-Cookie header value into buf (cap bytes, NUL-terminated):
  *   name=value; Path=/; Max-Age=N; HttpOnly; SameSite=Lax[; Secure][; Domain=D]
  * Secure unless tenant->cookie_secure is false; Domain when
- * tenant->cookie_domain is set. value NULL deletes the cookie (empty value,
- * Max-Age=0). Returns SESAME_OK, or SESAME_ERROR when buf is too small or the
+ * tenant->cookie_domain is set. With tenant->session_cookie
+ * SESAME_COOKIE_BROWSER there is no Max-Age (and max_age_s is ignored): the
+ * cookie ends with the browser. value NULL deletes the cookie (empty value,
+ * Max-Age=0, in both modes). Returns SESAME_OK, or SESAME_ERROR when buf is too small or the
  * name, value or domain holds a character not allowed there. */
 int sesame_session_set_cookie_header(char *buf, size_t cap, const char *name, const char *value,
                                      const struct sesame_conf_tenant *tenant, int64_t max_age_s);

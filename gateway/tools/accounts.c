@@ -1,8 +1,10 @@
 /*
  * accounts.c - `sesame-accounts`, the administration tool of the `redis`
  * account plugin: import pre-registered citizens, show, find, link, unlink
- * and delete (erase) accounts, revoke the sessions of an account. It links
- * the plugin's store code directly.
+ * and delete (erase) accounts, revoke the sessions of an account, and answer
+ * a citizen's requests: list, search, export, purge (tools/citizen.h). It
+ * links the plugin's store code directly, and needs the plugin's key_file
+ * (records are encrypted, plugins/redis/store.h).
  *
  * Usage: see usage() below. Exit status: 0 done, 1 failure, 2 usage error,
  * 3 no such account / no linked account.
@@ -11,21 +13,29 @@
  * [redis] section and no [accounts] section using the redis plugin is enough
  * (the tenant is then the configuration's only tenant, or --tenant).
  *
- * CSV import format (UTF-8, one citizen per line, RFC 4180 quoting: a field
- * may be enclosed in double quotes, "" inside quotes is one quote; a quoted
- * field cannot span lines):
+ * CSV import format (tools/csv.h: UTF-8 or Windows-1252, ',' or ';' as the
+ * first line shows, one citizen per line, RFC 4180 quoting: a field may be
+ * enclosed in double quotes, "" inside quotes is one quote; a quoted field
+ * cannot span lines):
  *     family_name,given_name,birthdate,birthplace,birthcountry[,account_id][,attr=value...]
- *   - birthdate YYYY-MM-DD; birthplace the 5-character INSEE code, empty when
- *     born abroad; birthcountry the 5-digit INSEE code (99100 = France);
+ *   - birthdate YYYY-MM-DD, a calendar date not in the future ("00" for an
+ *     unknown day or month and day); birthplace the 5-character INSEE code,
+ *     empty when born abroad; birthcountry the 5-digit INSEE code (99100 =
+ *     France);
  *   - account_id: optional (empty or absent: a random id is generated); a
  *     sixth field holding '=' is an attribute, not an id;
  *   - attr=value: attributes released to upstream services (at most 32;
- *     name [A-Za-z0-9_.-]{1,64}, value up to 512 bytes);
+ *     name [A-Za-z0-9_.-]{1,64}, value up to 512 bytes); empty fields after
+ *     the sixth are ignored (spreadsheets pad rows);
  *   - blank lines and lines starting with '#' are skipped, as is a first
  *     line starting with "family_name" (a header) and a UTF-8 BOM.
  * Every bad row is reported with its line number and nothing is imported
- * unless every row is good. Ids already in Redis are bad rows.
+ * unless every row is good. Ids already in Redis are bad rows, and so are
+ * persons already registered (same normalised names, birth date and place)
+ * or given twice.
  */
+#include "config.h"
+
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -34,9 +44,12 @@
 #include <strings.h>
 #include <time.h>
 
+#include "audit/audit.h"
 #include "config/config.h"
 #include "core/common.h"
 #include "core/util.h"
+#include "tools/citizen.h"
+#include "tools/csv.h"
 #include "../../plugins/redis/store.h"
 
 #define EXIT_USAGE 2
@@ -59,6 +72,20 @@ usage(FILE *out)
           "  delete ACCOUNT_ID               erase an account, its indexes and its sessions\n"
           "  revoke ACCOUNT_ID               revoke every session of an account (the account\n"
           "                                  stays; needs only the [redis] section)\n"
+          "A citizen's data on request and retention:\n"
+          "  list [--page N] [--per-page K] [--by last-signin|created]\n"
+          "                                  every account of the tenant, paged (50 per page)\n"
+          "  search [--name \"NAMES\"] [--birthdate YYYY-MM-DD]\n"
+          "                                  imported citizens by name (compared without case,\n"
+          "                                  accents or hyphens, as at sign-in) or birthdate\n"
+          "  export [--audit-log FILE] ACCOUNT_ID\n"
+          "                                  everything held on an account, as one JSON document\n"
+          "                                  (account, links, sessions, audit events)\n"
+          "  purge --inactive-since DURATION [--dry-run]\n"
+          "                                  erase the accounts with no sign-in for DURATION\n"
+          "                                  (e.g. 3y, 1095d), with their indexes and sessions\n"
+          "  These commands also take --tenant NAME after the command name. Dates are\n"
+          "  ISO 8601 (UTC).\n"
           "\n"
           "Options:\n"
           "  -c, --config FILE         sesame configuration (default " SESAME_CONF_DEFAULT_PATH
@@ -72,15 +99,20 @@ usage(FILE *out)
           "                            or the accounts prefix without a configuration)\n"
           "      --password-file FILE  Redis password, first line of FILE\n"
           "      --database N          Redis database number\n"
+          "      --key-file FILE       the key of the account records (the plugin's key_file)\n"
+          "  -V, --version             print \"sesame-accounts VERSION\" and exit\n"
           "  -h, --help                this text\n"
           "Options given on the command line override the configuration file.\n"
           "\n"
-          "CSV of pre-registered citizens (UTF-8, comma-separated, \"quoted\" fields allowed):\n"
+          "CSV of pre-registered citizens (UTF-8 or Windows-1252 as Excel writes it, separated\n"
+          "by , or ; as the first line shows, \"quoted\" fields allowed):\n"
           "  family_name,given_name,birthdate,birthplace,birthcountry[,account_id][,name=value...]\n"
-          "  birthdate YYYY-MM-DD; birthplace INSEE code, empty if born abroad; birthcountry\n"
+          "  birthdate YYYY-MM-DD (not in the future; 00 for an unknown day or month and\n"
+          "  day); birthplace INSEE code, empty if born abroad; birthcountry\n"
           "  INSEE code (99100 = France); account_id optional (generated when empty);\n"
           "  name=value attributes (at most 32). Lines starting with # and a header line\n"
-          "  starting with family_name are skipped. Nothing is imported if a line is bad.\n"
+          "  starting with family_name are skipped. Nothing is imported if a line is bad,\n"
+          "  and a person already registered (same names, birth date and place) is bad.\n"
           "Exit status: 0 done, 1 failure, 2 usage error, 3 no such account.\n",
           out);
 }
@@ -94,6 +126,7 @@ struct cli {
     const char *session_prefix;
     const char *password_file;
     const char *database;
+    const char *key_file;
     bool sessions_only; /* the command uses only the sessions' server */
 };
 
@@ -104,6 +137,7 @@ struct target {
     struct sesame_store_server sessions; /* sessions' server (host NULL and unix NULL: same) */
     bool separate_sessions;
     char *tenant;
+    char *audit_log;                    /* [server] audit_log, NULL: none */
 };
 
 static void
@@ -115,6 +149,7 @@ target_free(struct target *t)
     free(t->sessions.username);
     free(t->sessions.password);
     free(t->tenant);
+    free(t->audit_log);
 }
 
 static bool
@@ -149,7 +184,7 @@ sentinel_master(const struct sesame_conf_redis *r, struct sesame_store_server *s
             rep->element[0]->type == REDIS_REPLY_STRING &&
             rep->element[1]->type == REDIS_REPLY_STRING) {
             srv->host = sesame_strdup(rep->element[0]->str);
-            srv->port = atoi(rep->element[1]->str);
+            srv->port = (int)strtol(rep->element[1]->str, NULL, 10);
             freeReplyObject(rep);
             redisFree(c);
             return SESAME_OK;
@@ -213,10 +248,18 @@ sessions_target(const struct cli *cli, const struct sesame_conf *conf, struct ta
     if (sesame_store_options_parse(&t->opts, NULL, 0, err) != SESAME_OK)
         return SESAME_ERROR;
     if (cli->tenant == NULL) {
-        if (conf->ntenants != 1)
-            return sesame_err_set(err, "%s: %zu tenants: choose one with --tenant", cli->config,
-                                  conf->ntenants);
-        t->tenant = sesame_strdup(conf->tenants[0]->name);
+        /* communes only: a [territory] is loaded as a tenant too */
+        const char *only = NULL;
+        size_t n = 0;
+        for (size_t i = 0; i < conf->ntenants; i++) {
+            if (!conf->tenants[i]->is_territory) {
+                only = conf->tenants[i]->name;
+                n++;
+            }
+        }
+        if (n != 1)
+            return sesame_err_set(err, "%s: %zu tenants: choose one with --tenant", cli->config, n);
+        t->tenant = sesame_strdup(only);
     }
     return SESAME_OK;
 }
@@ -273,10 +316,37 @@ load_config(const struct cli *cli, struct target *t, char **err)
             goto done;
         }
     }
+    /* export reads the citizen's events in the audit journal */
+    if (conf->server.audit_log != NULL)
+        t->audit_log = sesame_strdup(conf->server.audit_log);
+    /* every command is recorded: none runs when the journal cannot be written */
+    if (sesame_audit_open_tool(conf, "sesame-accounts", err) != SESAME_OK)
+        goto done;
     rc = SESAME_OK;
 done:
     sesame_conf_unref(conf);
     return rc;
+}
+
+/* Records what a command did in the audit journal, with the operator. */
+static void
+audit(const char *event, const char *tenant, const char *account, const char *provider,
+      const struct sesame_audit_kv *detail, size_t ndetail)
+{
+    struct sesame_audit_event ev = {.event = event, .tenant = tenant, .account = account,
+                                    .provider = provider, .outcome = "success",
+                                    .operator = sesame_audit_operator(), .detail = detail,
+                                    .ndetail = ndetail};
+    sesame_audit_event(&ev);
+}
+
+/* purge: each account erased (tools/citizen.h). */
+static void
+audit_erased(void *arg, const char *tenant, const char *account, size_t nsessions)
+{
+    (void)arg;
+    struct sesame_audit_kv kv[] = {{"by", "purge", 0}, {"sessions", NULL, (long long)nsessions}};
+    audit("account_erased", tenant, account, NULL, kv, 2);
 }
 
 static int
@@ -325,6 +395,11 @@ build_target(const struct cli *cli, struct target *t, char **err)
             return sesame_err_set(err, "--database: a number in 0..1023");
         t->opts.server.database = (int)d;
     }
+    if (cli->key_file && sesame_store_load_key(&t->opts.keys, cli->key_file, &e) != SESAME_OK) {
+        sesame_err_set(err, "--key-file: %s", e);
+        free(e);
+        return SESAME_ERROR;
+    }
     if (cli->tenant) {
         free(t->tenant);
         t->tenant = sesame_strdup(cli->tenant);
@@ -337,94 +412,6 @@ build_target(const struct cli *cli, struct target *t, char **err)
 }
 
 /* ---- CSV ---------------------------------------------------------------- */
-
-struct row {
-    int line;
-    char *fields[MAX_FIELDS];
-    size_t nfields;
-};
-
-static void
-row_free(struct row *r)
-{
-    for (size_t i = 0; i < r->nfields; i++)
-        free(r->fields[i]);
-    r->nfields = 0;
-}
-
-static void
-add_error(char **errors, int line, const char *msg)
-{
-    char *next = sesame_asprintf("%s%sline %d: %s", *errors ? *errors : "", *errors ? "\n" : "",
-                                 line, msg);
-    free(*errors);
-    *errors = next;
-}
-
-/* Splits one line (without its line end) into fields. */
-static int
-split_line(const char *s, size_t len, struct row *r, const char **why)
-{
-    size_t i = 0;
-    for (;;) {
-        if (r->nfields == MAX_FIELDS) {
-            *why = "too many fields";
-            return SESAME_ERROR;
-        }
-        char *buf = sesame_malloc(len + 1);
-        size_t o = 0;
-        while (i < len && s[i] == ' ')
-            i++;
-        if (i < len && s[i] == '"') {
-            i++;
-            for (;;) {
-                if (i >= len) {
-                    free(buf);
-                    *why = "unterminated quoted field (fields cannot span lines)";
-                    return SESAME_ERROR;
-                }
-                if (s[i] == '"') {
-                    if (i + 1 < len && s[i + 1] == '"') {
-                        buf[o++] = '"';
-                        i += 2;
-                        continue;
-                    }
-                    i++;
-                    break;
-                }
-                buf[o++] = s[i++];
-            }
-            while (i < len && s[i] == ' ')
-                i++;
-            if (i < len && s[i] != ',') {
-                free(buf);
-                *why = "text after a closing quote";
-                return SESAME_ERROR;
-            }
-        } else {
-            while (i < len && s[i] != ',') {
-                if (s[i] == '"') {
-                    free(buf);
-                    *why = "quote inside an unquoted field";
-                    return SESAME_ERROR;
-                }
-                buf[o++] = s[i++];
-            }
-            while (o > 0 && buf[o - 1] == ' ')
-                o--;
-        }
-        buf[o] = '\0';
-        if (memchr(buf, '\0', o) != NULL) {
-            free(buf);
-            *why = "NUL byte";
-            return SESAME_ERROR;
-        }
-        r->fields[r->nfields++] = buf;
-        if (i >= len)
-            return SESAME_OK;
-        i++; /* the comma */
-    }
-}
 
 static char *
 read_file(const char *path, size_t *len, char **err)
@@ -449,6 +436,59 @@ read_file(const char *path, size_t *len, char **err)
     return buf;
 }
 
+static void
+add_error(char **errors, int line, const char *msg)
+{
+    char *next = sesame_asprintf("%s%sline %d: %s", *errors ? *errors : "", *errors ? "\n" : "",
+                                 line, msg);
+    free(*errors);
+    *errors = next;
+}
+
+struct error_line {
+    long line;
+    size_t seq;
+    char *text;
+};
+
+static int
+error_line_cmp(const void *pa, const void *pb)
+{
+    const struct error_line *a = pa, *b = pb;
+    if (a->line != b->line)
+        return a->line < b->line ? -1 : 1;
+    return a->seq < b->seq ? -1 : a->seq > b->seq ? 1 : 0;
+}
+
+/* Sorts "line N: ..." messages (one per line) by N, keeping their order
+ * within a line. Takes ownership of text. */
+static char *
+sort_errors(char *text)
+{
+    size_t n = 1;
+    for (const char *p = text; *p; p++)
+        n += *p == '\n';
+    struct error_line *l = sesame_calloc(n, sizeof(*l));
+    size_t k = 0;
+    char *save = NULL;
+    for (char *p = strtok_r(text, "\n", &save); p != NULL; p = strtok_r(NULL, "\n", &save)) {
+        l[k].line = strncmp(p, "line ", 5) == 0 ? strtol(p + 5, NULL, 10) : 0;
+        l[k].seq = k;
+        l[k].text = p;
+        k++;
+    }
+    qsort(l, k, sizeof(*l), error_line_cmp);
+    char *out = NULL;
+    for (size_t i = 0; i < k; i++) {
+        char *next = sesame_asprintf("%s%s%s", out ? out : "", out ? "\n" : "", l[i].text);
+        free(out);
+        out = next;
+    }
+    free(l);
+    free(text);
+    return out ? out : sesame_strdup("");
+}
+
 static int
 cmd_import(redisContext *c, const struct target *t, const char *path)
 {
@@ -460,68 +500,33 @@ cmd_import(redisContext *c, const struct target *t, const char *path)
         free(err);
         return 1;
     }
-    struct row *rows = NULL;
-    size_t nrows = 0, cap = 0;
+    struct sesame_csv csv;
     char *errors = NULL;
-    size_t pos = 0;
-    if (len >= 3 && memcmp(data, "\xef\xbb\xbf", 3) == 0)
-        pos = 3;
-    int line = 0;
-    bool first = true;
-    while (pos < len) {
-        line++;
-        const char *nl = memchr(data + pos, '\n', len - pos);
-        size_t end = nl ? (size_t)(nl - data) : len;
-        size_t l = end - pos;
-        if (l > 0 && data[pos + l - 1] == '\r')
-            l--;
-        const char *s = data + pos;
-        pos = nl ? end + 1 : len;
-        size_t k = 0;
-        while (k < l && (s[k] == ' ' || s[k] == '\t'))
-            k++;
-        if (k == l || s[k] == '#')
-            continue;
-        if (first && l >= 11 && strncasecmp(s + k, "family_name", 11) == 0) {
-            first = false;
-            continue;
-        }
-        first = false;
-        if (nrows == cap) {
-            cap = cap ? cap * 2 : 64;
-            rows = sesame_realloc(rows, cap * sizeof(*rows));
-        }
-        struct row *r = &rows[nrows];
-        memset(r, 0, sizeof(*r));
-        r->line = line;
-        const char *why = NULL;
-        if (split_line(s, l, r, &why) != SESAME_OK) {
-            add_error(&errors, line, why);
-            row_free(r);
-            continue;
-        }
-        if (r->nfields < 5) {
-            add_error(&errors, line, "expected at least 5 fields: family_name,given_name,"
-                      "birthdate,birthplace,birthcountry");
-            row_free(r);
-            continue;
-        }
-        nrows++;
-    }
+    sesame_csv_parse(data, len, MAX_FIELDS, "family_name", &csv, &errors);
     free(data);
+    if (csv.cp1252)
+        fprintf(stderr, "sesame-accounts: %s is not UTF-8: read as Windows-1252\n", path);
 
-    struct sesame_store_import *recs = sesame_calloc(nrows + 1, sizeof(*recs));
-    struct sesame_plugin_kv *kvs = sesame_calloc(nrows * MAX_FIELDS + 1, sizeof(*kvs));
-    for (size_t i = 0; i < nrows; i++) {
-        struct row *r = &rows[i];
-        struct sesame_store_import *rec = &recs[i];
+    size_t nrows = 0;
+    struct sesame_store_import *recs = sesame_calloc(csv.nrows + 1, sizeof(*recs));
+    struct sesame_plugin_kv *kvs = sesame_calloc(csv.nrows * MAX_FIELDS + 1, sizeof(*kvs));
+    for (size_t i = 0; i < csv.nrows; i++) {
+        struct sesame_csv_row *r = &csv.rows[i];
+        if (r->nfields < 5) {
+            add_error(&errors, r->line, "expected at least 5 fields: family_name,given_name,"
+                      "birthdate,birthplace,birthcountry");
+            continue;
+        }
+        struct sesame_store_import *rec = &recs[nrows];
+        struct sesame_plugin_kv *attrs = &kvs[nrows * MAX_FIELDS];
+        nrows++;
         rec->line = r->line;
         rec->family_name = r->fields[0];
         rec->given_name = r->fields[1];
         rec->birthdate = r->fields[2];
         rec->birthplace = r->fields[3];
         rec->birthcountry = r->fields[4];
-        rec->attrs = &kvs[i * MAX_FIELDS];
+        rec->attrs = attrs;
         for (size_t f = 5; f < r->nfields; f++) {
             char *eq = strchr(r->fields[f], '=');
             if (f == 5 && eq == NULL) {
@@ -529,6 +534,8 @@ cmd_import(redisContext *c, const struct target *t, const char *path)
                     rec->account_id = r->fields[f];
                 continue;
             }
+            if (r->fields[f][0] == '\0')
+                continue; /* a spreadsheet's padding */
             if (eq == NULL) {
                 char msg[64];
                 snprintf(msg, sizeof(msg), "field %zu: expected attr=value", f + 1);
@@ -536,8 +543,8 @@ cmd_import(redisContext *c, const struct target *t, const char *path)
                 continue;
             }
             *eq = '\0';
-            kvs[i * MAX_FIELDS + rec->nattrs].key = r->fields[f];
-            kvs[i * MAX_FIELDS + rec->nattrs].value = eq + 1;
+            attrs[rec->nattrs].key = r->fields[f];
+            attrs[rec->nattrs].value = eq + 1;
             rec->nattrs++;
         }
     }
@@ -547,31 +554,28 @@ cmd_import(redisContext *c, const struct target *t, const char *path)
         errors = sesame_strdup("no citizen in the file");
     if (errors == NULL) {
         if (sesame_store_import(c, &t->opts, t->tenant, recs, nrows, ids, &err) == SESAME_OK) {
-            for (size_t i = 0; i < nrows; i++)
+            for (size_t i = 0; i < nrows; i++) {
                 printf("line %d: account %s\n", recs[i].line, ids[i]);
+                struct sesame_audit_kv kv[] = {{"by", "import", 0}, {"line", NULL, recs[i].line}};
+                audit("account_created", t->tenant, ids[i], NULL, kv, 2);
+            }
             printf("imported %zu accounts into tenant %s\n", nrows, t->tenant);
             status = 0;
         } else {
             errors = err;
             err = NULL;
         }
-    } else {
-        /* Report the store's checks as well, so one run lists every problem. */
-        struct sesame_store_import *good = sesame_calloc(nrows + 1, sizeof(*good));
-        (void)good;
-        free(good);
     }
     if (status != 0) {
+        errors = sort_errors(errors);
         fprintf(stderr, "%s\nsesame-accounts: nothing imported\n", errors);
     }
-    for (size_t i = 0; i < nrows; i++) {
+    for (size_t i = 0; i < nrows; i++)
         free(ids[i]);
-        row_free(&rows[i]);
-    }
     free(ids);
     free(recs);
     free(kvs);
-    free(rows);
+    sesame_csv_free(&csv);
     free(errors);
     return status;
 }
@@ -601,7 +605,12 @@ cmd_show(redisContext *c, redisContext *sc, const struct target *t, const char *
         sesame_store_account_free(&a);
         return 1;
     }
-    printf("tenant: %s\n", t->tenant);
+    char created[32], linked[32], last[32];
+    sesame_citizen_iso8601(a.created, created);
+    sesame_citizen_iso8601(a.linked, linked);
+    sesame_citizen_iso8601(a.last_signin, last);
+    printf("tenant: %s\nid: %s\norigin: %s\ncreated: %s\nlinked: %s\nlast_signin: %s\n",
+           t->tenant, a.id, a.origin, created, linked, last);
     for (size_t i = 0; i < a.nfields; i++)
         printf("%s: %s\n", a.fields[i].key, a.fields[i].value);
     printf("links: %zu\n", a.nlinks);
@@ -642,6 +651,8 @@ cmd_link(redisContext *c, const struct target *t, const char *id, const char *pr
     int rc = sesame_store_link(c, &t->opts, t->tenant, id, provider, sub, &err);
     if (rc == SESAME_OK) {
         printf("account %s linked to an identity of provider %s\n", id, provider);
+        struct sesame_audit_kv kv = {"by", "sesame-accounts", 0};
+        audit("account_linked", t->tenant, id, provider, &kv, 1);
         return 0;
     }
     if (rc == SESAME_DECLINED) {
@@ -683,6 +694,9 @@ cmd_unlink(redisContext *c, redisContext *sc, const struct target *t, const char
     }
     if (revoke(sc, t, id, &nsessions) != 0)
         return 1;
+    struct sesame_audit_kv kv[] = {{"links", NULL, (long long)nlinks},
+                                   {"sessions", NULL, (long long)nsessions}};
+    audit("account_unlinked", t->tenant, id, NULL, kv, 2);
     printf("account %s: %zu links removed, %zu sessions revoked\n", id, nlinks, nsessions);
     return 0;
 }
@@ -693,6 +707,8 @@ cmd_revoke(redisContext *sc, const struct target *t, const char *id)
     size_t nsessions = 0;
     if (revoke(sc, t, id, &nsessions) != 0)
         return 1;
+    struct sesame_audit_kv kv = {"sessions", NULL, (long long)nsessions};
+    audit("sessions_revoked", t->tenant, id, NULL, &kv, 1);
     printf("account %s: %zu sessions revoked\n", id, nsessions);
     return 0;
 }
@@ -710,6 +726,9 @@ cmd_delete(redisContext *c, redisContext *sc, const struct target *t, const char
     }
     if (revoke(sc, t, id, &nsessions) != 0)
         return 1;
+    struct sesame_audit_kv kv = {"sessions", NULL, (long long)nsessions};
+    if (rc == SESAME_OK || nsessions > 0)
+        audit(rc == SESAME_OK ? "account_erased" : "sessions_revoked", t->tenant, id, NULL, &kv, 1);
     if (rc == SESAME_DECLINED) {
         fprintf(stderr, "sesame-accounts: no account %s in tenant %s (%zu sessions revoked)\n", id,
                 t->tenant, nsessions);
@@ -724,7 +743,7 @@ cmd_delete(redisContext *c, redisContext *sc, const struct target *t, const char
 int
 main(int argc, char **argv)
 {
-    enum { OPT_ADDRESS = 256, OPT_PREFIX, OPT_SPREFIX, OPT_PASSWORD, OPT_DATABASE };
+    enum { OPT_ADDRESS = 256, OPT_PREFIX, OPT_SPREFIX, OPT_PASSWORD, OPT_DATABASE, OPT_KEYFILE };
     static const struct option longopts[] = {
         {"config", required_argument, NULL, 'c'},
         {"accounts", required_argument, NULL, 'a'},
@@ -734,12 +753,14 @@ main(int argc, char **argv)
         {"session-prefix", required_argument, NULL, OPT_SPREFIX},
         {"password-file", required_argument, NULL, OPT_PASSWORD},
         {"database", required_argument, NULL, OPT_DATABASE},
+        {"key-file", required_argument, NULL, OPT_KEYFILE},
         {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
     struct cli cli = {0};
     int ch;
-    while ((ch = getopt_long(argc, argv, "+c:a:t:h", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "+c:a:t:hV", longopts, NULL)) != -1) {
         switch (ch) {
         case 'c': cli.config = optarg; break;
         case 'a': cli.accounts = optarg; break;
@@ -749,7 +770,9 @@ main(int argc, char **argv)
         case OPT_SPREFIX: cli.session_prefix = optarg; break;
         case OPT_PASSWORD: cli.password_file = optarg; break;
         case OPT_DATABASE: cli.database = optarg; break;
+        case OPT_KEYFILE: cli.key_file = optarg; break;
         case 'h': usage(stdout); return 0;
+        case 'V': printf("sesame-accounts %s\n", PACKAGE_VERSION); return 0;
         default: usage(stderr); return EXIT_USAGE;
         }
     }
@@ -765,7 +788,18 @@ main(int argc, char **argv)
         int nargs;
     } cmds[] = {{"import", 1}, {"show", 1}, {"find-sub", 2}, {"link", 3}, {"unlink", 1},
                 {"delete", 1}, {"revoke", 1}};
-    bool known = false;
+    /* list, search, export, purge parse their own options (tools/citizen.h). */
+    enum sesame_citizen_cmd ccmd = SESAME_CITIZEN_LIST;
+    struct sesame_citizen_args cargs;
+    bool citizen = sesame_citizen_is_command(cmd, &ccmd);
+    if (citizen) {
+        int st = sesame_citizen_parse(ccmd, nargs, args, &cargs, stderr);
+        if (st != 0)
+            return st;
+        if (cargs.tenant != NULL)
+            cli.tenant = cargs.tenant;
+    }
+    bool known = citizen;
     for (size_t i = 0; i < SESAME_ARRAY_LEN(cmds); i++) {
         if (strcmp(cmd, cmds[i].name) == 0) {
             known = true;
@@ -793,6 +827,13 @@ main(int argc, char **argv)
         target_free(&t);
         return 1;
     }
+    if (!cli.sessions_only && sesame_store_options_check(&t.opts, &err) != SESAME_OK) {
+        fprintf(stderr, "sesame-accounts: %s%s\n", err,
+                cli.config ? " (in the [accounts] section, or --key-file)" : " (or --key-file)");
+        free(err);
+        target_free(&t);
+        return 1;
+    }
     /* c: the accounts' server (not connected for a sessions-only command
      * whose sessions live elsewhere); sc: the sessions' server. */
     redisContext *c = NULL;
@@ -810,7 +851,20 @@ main(int argc, char **argv)
         return 1;
     }
     int status;
-    if (strcmp(cmd, "import") == 0)
+    if (citizen) {
+        struct sesame_citizen_ctx ctx = {
+            .accounts = c,
+            .sessions = sc,
+            .opts = &t.opts,
+            .tenant = t.tenant,
+            .audit_log = t.audit_log,
+            .out = stdout,
+            .err = stderr,
+            .now = (int64_t)time(NULL),
+            .on_erased = audit_erased,
+        };
+        status = sesame_citizen_run(&ctx, &cargs);
+    } else if (strcmp(cmd, "import") == 0)
         status = cmd_import(c, &t, args[0]);
     else if (strcmp(cmd, "show") == 0)
         status = cmd_show(c, sc, &t, args[0]);
@@ -824,6 +878,20 @@ main(int argc, char **argv)
         status = cmd_revoke(sc, &t, args[0]);
     else
         status = cmd_delete(c, sc, &t, args[0]);
+    /* the command itself, whatever it did (exit 0 done, 1 failed, 3 not found) */
+    const char *account = citizen ? (ccmd == SESAME_CITIZEN_EXPORT ? cargs.account : NULL)
+                          : strcmp(cmd, "import") != 0 && strcmp(cmd, "find-sub") != 0 ? args[0]
+                                                                                       : NULL;
+    const char *provider = strcmp(cmd, "link") == 0       ? args[1]
+                           : strcmp(cmd, "find-sub") == 0 ? args[0]
+                                                          : NULL;
+    struct sesame_audit_kv kv[] = {{"action", cmd, 0}, {"exit", NULL, status}};
+    sesame_audit_event(&(struct sesame_audit_event){
+        .event = "accounts_cli", .tenant = t.tenant, .account = account, .provider = provider,
+        .outcome = status == 0 ? "success" : "refused",
+        .reason = status == 0 ? NULL : status == EXIT_NOTFOUND ? "not_found" : "failed",
+        .operator = sesame_audit_operator(), .detail = kv, .ndetail = 2});
+    sesame_audit_stop(); /* a final checkpoint */
     if (sc != c)
         redisFree(sc);
     if (c)

@@ -114,7 +114,8 @@ struct sesame_plugin_identity {
  * result a plugin forgot to fill fails closed. */
 enum sesame_plugin_status {
     SESAME_PLUGIN_RESULT_ERROR = 0,   /* `error` says why (no account decided) */
-    SESAME_PLUGIN_RESULT_FOUND = 1,   /* `account_id` and `attributes` are set */
+    SESAME_PLUGIN_RESULT_FOUND = 1,   /* `account_id` and `attributes` are set; `reason`
+                                         may say whether it was linked or created */
     SESAME_PLUGIN_RESULT_NONE = 2,    /* no account; `reason` says which policy */
 };
 
@@ -123,6 +124,16 @@ enum sesame_plugin_reason {
     SESAME_PLUGIN_REASON_DENY = 0,      /* refused: the person may not use the services */
     SESAME_PLUGIN_REASON_LINK_ONLY = 1, /* unknown person; accounts are only linked, never
                                            created: the page explains how to get one */
+    /* Optional, with SESAME_PLUGIN_RESULT_FOUND (added within ABI version 1,
+     * for the audit journal): what this call did. The host zeroes the result,
+     * so a plugin that does not say leaves SESAME_PLUGIN_REASON_EXISTING;
+     * hosts that predate these values ignore `reason` on FOUND. No layout
+     * change: plugins and hosts of either age keep working together. */
+    SESAME_PLUGIN_REASON_EXISTING = 0,  /* an account already linked to this identity (or
+                                           not said) */
+    SESAME_PLUGIN_REASON_LINKED = 2,    /* an existing account, linked to this identity by
+                                           this call (e.g. a pre-registered citizen) */
+    SESAME_PLUGIN_REASON_CREATED = 3,   /* an account created by this call */
 };
 
 struct sesame_plugin_attribute {

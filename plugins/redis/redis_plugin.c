@@ -1,7 +1,8 @@
 /*
  * redis_plugin.c - the `redis` account plugin (sesame_redis.so): citizen
- * accounts in Redis, see store.h for the layout and the matching rules and
- * store.h (sesame_store_options_parse) for the options.
+ * accounts in Redis, see store.h for the layout, the encryption and the
+ * matching rules and store.h (sesame_store_options_parse) for the options
+ * (key_file is required).
  *
  * Connections: resolve may run on several worker threads at once; each call
  * takes an idle connection from a small mutex-protected list (or opens one)
@@ -46,7 +47,8 @@ init(const struct sesame_plugin_option *opts, size_t nopts, const struct sesame_
     pthread_mutex_init(&st->lock, NULL);
     st->host = host;
     char *err = NULL;
-    if (sesame_store_options_parse(&st->opts, opts, nopts, &err) != SESAME_OK) {
+    if (sesame_store_options_parse(&st->opts, opts, nopts, &err) != SESAME_OK ||
+        sesame_store_options_check(&st->opts, &err) != SESAME_OK) {
         *errp = sesame_plugin_strdup(host, err);
         free(err);
         destroy(st);

@@ -368,6 +368,7 @@ workers = 2
 error_log = {run}/sesame-{port}-error.log
 access_log = off
 log_level = warn
+client_signin_rate = off
 
 [redis]
 address = 127.0.0.1:{redis_port}

@@ -2,13 +2,16 @@
 // free ports): a citizen signs in with the mock FranceConnect, moves between services, is refused
 // an adults-only service, cancels at the provider, signs out, opens the commune's other host names
 // signed in; every page Sésame serves is checked with axe-core (WCAG 2.1 A/AA) at 1280 and 320 px
-// and screenshotted under test-output/browser/.
+// and screenshotted under test-output/browser/. Then the territory: in a Chromium of its own that
+// blocks third-party cookies, a citizen signs in once at the territory's host and opens two
+// communes on two registrable domains, then signs out of one and is signed out of both.
 //
 // The steps share the browser and marie's signed-in context, in order. A step whose prerequisite
 // step failed fails too, naming it (nothing is skipped).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as lib from './lib.mjs';
+import { spawnSync } from 'node:child_process';
 
 const FC_BUTTON = /identifier avec\s*FranceConnect/i;
 const STEP_TIMEOUT = { timeout: 180000 };
@@ -17,6 +20,7 @@ let demo;
 let browser;
 let recorder;
 const marie = {};      // context, page, watch: the citizen of the main journey
+const paola = {};      // browser (its own Chromium), context, page, watch: the territory's
 const passed = new Set();
 
 function needs(...steps) {
@@ -38,6 +42,7 @@ before(async () => {
 
 after(async () => {
   try {
+    if (paola.browser) await paola.browser.close();
     if (browser) await browser.close();
   } finally {
     lib.stopDemo(demo);
@@ -369,6 +374,160 @@ test('Ville d\'Arbre on three host names: signed in on one, the two others open 
       assert.ok(cookies.some((c) => c.name === 'sesame' && c.domain === host),
         `no host-only session cookie on ${host}: ${cookies.map((c) => `${c.name}@${c.domain}`).join(' ')}`);
     }
+  } finally {
+    await context.close();
+  }
+});
+
+// ---------------------------------------------------------------- the territory
+
+function accountOf(page) {
+  return page.locator('dl.identity dt:has-text("X-Sesame-Account") + dd').innerText();
+}
+
+test('territory: this journey\'s Chromium blocks third-party cookies', STEP_TIMEOUT, async () => {
+  paola.browser = await lib.launchBlockingContext(recorder);
+  paola.context = paola.browser.context;
+  assert.equal(await lib.thirdPartyCookieSent(paola.context, recorder), false,
+    'a SameSite=None cookie went with a cross-site request: third-party cookies are not blocked');
+  paola.page = await paola.context.newPage();
+  paola.watch = lib.watchPage(paola.page);
+  passed.add('territory browser');
+});
+
+test('territory: a commune sends the citizen to the territory\'s sign-in page, which names its communes', STEP_TIMEOUT, async () => {
+  needs('territory browser');
+  const { page, watch } = paola;
+  await page.goto(`${demo.base.cerisier}/demarches`);
+  await expectSignInPage(page, demo.base.territory);
+  assert.equal(lastDocument(watch).status, 200);
+  const text = await bodyText(page);
+  assert.match(text, /Agglomération d'Exemple/);
+  const communes = await page.locator('ul.communes li').allInnerTexts();
+  assert.deepEqual(communes, lib.TERRITORY_COMMUNES.map((c) => c.name),
+    'the sign-in page does not name the territory\'s communes');
+  await checkSesamePage(page, watch, 'territory-sign-in');
+  passed.add('territory sign-in page');
+});
+
+test('territory: paola signs in once, at the territory, and is back on the commune', STEP_TIMEOUT, async () => {
+  needs('territory sign-in page');
+  const { page } = paola;
+  paola.mark = await lib.mockLogMark(demo);
+  await signIn(page, demo.base.cerisier, 'paola', '/demarches');
+  assert.equal(lastDocument(paola.watch).status, 200);
+  assert.equal(await page.locator('#greeting').innerText(), 'Bonjour Paola Maria SANTUCCI');
+  assert.match(await page.locator('header').innerText(), /Mairie de Cerisier/);
+  paola.accounts = { cerisier: await accountOf(page) };
+  const tokens = (await lib.mockLogSince(demo, paola.mark)).filter((e) => e.endpoint === 'token');
+  assert.deepEqual(tokens.map((e) => [e.client_id, e.outcome]), [['demo-agglo', 'ok']],
+    'the sign-in did not go through the territory\'s registration');
+  passed.add('territory signed in');
+});
+
+test('territory: the other commune, on its own domain, opens without signing in again', STEP_TIMEOUT, async () => {
+  needs('territory signed in');
+  const { page, context } = paola;
+  const mark = recorder.urls.length;
+  for (const path of ['/demarches', '/cantine']) {
+    const resp = await page.goto(`${demo.base.saules}${path}`);
+    const u = new URL(page.url());
+    assert.equal(`${u.origin}${u.pathname}`, `${origin(demo.base.saules)}${path}`, `ended on ${page.url()}`);
+    assert.equal(resp.status(), 200);
+    assert.equal(await page.locator('#greeting').innerText(), 'Bonjour Paola Maria SANTUCCI');
+    assert.match(await page.locator('header').innerText(), /Ville des Saules/);
+  }
+  await page.goto(`${demo.base.saules}/demarches`);
+  paola.accounts.saules = await accountOf(page);
+  assert.notEqual(paola.accounts.saules, paola.accounts.cerisier,
+    'both communes received the same account id: each must map the citizen to its own account');
+  const since = recorder.urls.slice(mark);
+  assert.deepEqual(since.filter((u) => origin(u) === demo.fcOrigin), [], 'Ville des Saules went to the provider again');
+  assert.ok(since.some((u) => origin(u) === origin(demo.base.territory) && new URL(u).pathname === '/sesame/sso'),
+    'the hand-off did not go through the territory\'s host');
+  const authorizations = (await lib.mockLogSince(demo, paola.mark)).filter((e) => e.endpoint === 'authorize');
+  assert.equal(authorizations.length, 1, 'more than one authorization at the provider for the two communes');
+  const cookies = await context.cookies([demo.base.territory, demo.base.cerisier, demo.base.saules]);
+  for (const host of [lib.TERRITORY_HOST, ...lib.TERRITORY_COMMUNES.map((c) => c.host)]) {
+    assert.ok(cookies.some((c) => c.name === 'sesame' && c.domain === host),
+      `no host-only session cookie on ${host}: ${cookies.map((c) => `${c.name}@${c.domain}`).join(' ')}`);
+  }
+  passed.add('territory communes');
+});
+
+test('territory: signing out of one commune signs out of both', STEP_TIMEOUT, async () => {
+  needs('territory communes');
+  const { page, watch } = paola;
+  await page.goto(`${demo.base.saules}/demarches`);
+  await page.getByRole('link', { name: 'Se déconnecter' }).click();
+  await page.waitForURL((u) => u.origin === origin(demo.base.saules) && u.pathname === '/sesame/logout');
+  await checkSesamePage(page, watch, 'territory-logout-confirmation');
+  const mark = await lib.mockLogMark(demo);
+  await page.locator('form[method="post" i]').first().locator('button, input[type="submit"]').first().click();
+  // the provider sends the browser back to the territory's host, which shows the signed-out page
+  // of the commune left, on its own host
+  await page.waitForURL((u) => u.origin === origin(demo.base.saules) && u.pathname.startsWith('/sesame/logout/callback'));
+  assert.ok(recorder.urls.some((u) => origin(u) === origin(demo.base.territory) && new URL(u).pathname === '/sesame/logout/callback'),
+    'the provider did not send the browser back to the territory\'s post-logout URI');
+  const ends = (await lib.mockLogSince(demo, mark)).filter((e) => e.endpoint === 'session_end');
+  assert.deepEqual(ends.map((e) => [e.client_id, e.id_token_hint_valid, e.outcome]), [['demo-agglo', true, 'logged_out']],
+    'the provider\'s end-session was not called with the territory session\'s ID token');
+  assert.match(await bodyText(page), /connexion est terminée/i);
+  assert.match(await page.locator('header').innerText(), /Ville des Saules/);
+  await checkSesamePage(page, watch, 'territory-commune-signed-out');
+  // the territory's own signed-out page (a logout started there ends there)
+  await page.goto(`${demo.base.territory}/sesame/logout/callback`);
+  assert.match(await page.locator('header').innerText(), /Agglomération d'Exemple/);
+  await checkSesamePage(page, watch, 'territory-signed-out');
+  for (const c of lib.TERRITORY_COMMUNES) {
+    await page.goto(`${demo.base[c.key]}/demarches`);
+    await expectSignInPage(page, demo.base.territory);
+  }
+});
+
+// Nothing lost on re-login (gate/replay.h): the session ends while a form is being filled; the
+// submission goes through a new sign-in and reaches the portal once, byte for byte.
+test('a form sent after the session ended is kept across the new sign-in and sent once', STEP_TIMEOUT, async () => {
+  const { context, page, watch } = await openPage();
+  try {
+    await page.goto(`${demo.base.a}/demarches/formulaire`);
+    await expectSignInPage(page, demo.base.a);
+    await signIn(page, demo.base.a, 'marie', '/demarches/formulaire');
+    const motif = 'Acte de naissance pour ma fille, né·e le 3 mars — envoi par courrier & rapide';
+    await page.locator('#motif').fill(motif);
+    // the session expires meanwhile: its record deleted in Redis, the caches told
+    const cli = (...args) => spawnSync('redis-cli', ['-p', String(demo.ports.redis), ...args], { encoding: 'utf8' });
+    const keys = cli('--scan', '--pattern', 'demo:s:*').stdout.split('\n').filter(Boolean);
+    assert.ok(keys.length > 0, 'no session in Redis');
+    for (const k of keys) {
+      cli('DEL', k);
+      cli('PUBLISH', 'demo:revoked', k.slice('demo:s:'.length));
+    }
+    const received = async () => (await fetch(`http://127.0.0.1:${demo.ports.portal}/__received`)).json();
+    const before = (await received()).length;
+    await page.locator('#envoyer').click();
+    await expectSignInPage(page, demo.base.a);
+    await fcButton(page).click();
+    await pickIdentity(page, 'marie');
+    await page.waitForURL((u) => u.origin === demo.base.a && u.pathname === '/sesame/resume');
+    assert.match(await bodyText(page), /Votre saisie a été conservée/);
+    await checkSesamePage(page, watch, 'post-kept');
+    assert.equal((await received()).length, before, 'the form reached the portal before the citizen sent it');
+    const id = new URL(page.url()).searchParams.get('id');
+    await page.getByRole('button', { name: /Envoyer ma saisie/ }).click();
+    // the answer of the portal to the original POST, shown at <prefix>resume
+    await page.getByText(/Votre demande a bien été reçue/).waitFor();
+    assert.ok((await bodyText(page)).includes(motif), 'the portal did not get what was typed');
+    const after = (await received()).slice(before);
+    assert.equal(after.length, 1, `the portal received ${after.length} POSTs`);
+    assert.equal(after[0].body, new URLSearchParams({ motif }).toString());
+    assert.match(after[0].content_type, /^application\/x-www-form-urlencoded/);
+    assert.ok(after[0].account, 'the resent form carried no identity');
+    // it is gone: the same browser cannot send it again
+    const again = await page.goto(`${demo.base.a}/sesame/resume?id=${id}`);
+    assert.equal(again.status(), 400);
+    assert.match(await bodyText(page), /n'est plus disponible/);
+    assert.equal((await received()).length, before + 1);
   } finally {
     await context.close();
   }

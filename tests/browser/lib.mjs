@@ -8,6 +8,12 @@
 //   from an exit handler) and copies the demo's logs under the output directory.
 // launchBrowser() -> a playwright Browser: Debian's /usr/bin/chromium, headless, no network
 //   features of its own; playwright gives each launch a fresh temporary --user-data-dir.
+// launchBlockingContext(recorder, options) -> {context, close}: a Chromium of its own whose
+//   profile blocks third-party cookies (the "Block third-party cookies" setting, written in its
+//   Preferences, plus --test-third-party-cookie-phaseout), recording and filtering requests as
+//   newContext does. thirdPartyCookieSent(context, recorder) -> whether that browser sends a
+//   SameSite=None cookie with a cross-site subresource request (a probe against a local server
+//   on two *.localhost names): false when third-party cookies are blocked.
 // newContext(browser, recorder, options) -> BrowserContext that accepts the mock's test
 //   certificate, records every request URL in recorder.urls and aborts (and records in
 //   recorder.foreign) any request to an origin not in recorder.allowed.
@@ -17,6 +23,7 @@
 //   Content-Security-Policy does not block, so pages are checked under their real CSP.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
 import os from 'node:os';
@@ -32,6 +39,13 @@ const AXE_TAGS = ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'];
 export const WIDTHS = [1280, 320];
 // The host names scripts/demo gives Ville d'Arbre (no cookie_domain: one cookie per host name).
 export const VILLE_A_HOSTS = ['ville-a.localhost', 'www.ville-a.localhost', 'services.ville-a.localhost'];
+// The territory of the demo (conf/demo.conf [territory agglo]): its sign-in host and its two
+// communes, each on a registrable domain of its own.
+export const TERRITORY_HOST = 'connexion.agglo-exemple.localhost';
+export const TERRITORY_COMMUNES = [
+  { key: 'cerisier', host: 'mairie-cerisier.localhost', name: 'Mairie de Cerisier' },
+  { key: 'saules', host: 'ville-saules.localhost', name: 'Ville des Saules' },
+];
 
 export const CHROMIUM_ARGS = [
   '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
@@ -73,7 +87,11 @@ export async function startDemo() {
   };
   const demo = {
     dir, env, ports: { sesame, portal, fc, redis },
-    base: { a: `http://ville-a.localhost:${sesame}`, b: `http://ville-b.localhost:${sesame}` },
+    base: {
+      a: `http://ville-a.localhost:${sesame}`, b: `http://ville-b.localhost:${sesame}`,
+      territory: `http://${TERRITORY_HOST}:${sesame}`,
+      ...Object.fromEntries(TERRITORY_COMMUNES.map((c) => [c.key, `http://${c.host}:${sesame}`])),
+    },
     hostsA: VILLE_A_HOSTS,
     baseA: VILLE_A_HOSTS.map((h) => `http://${h}:${sesame}`),
     fcOrigin: `https://127.0.0.1:${fc}`,
@@ -108,7 +126,7 @@ export function launchBrowser() {
 }
 
 export function newRecorder(demo) {
-  const allowed = new Set([new URL(demo.base.a).origin, new URL(demo.base.b).origin, demo.fcOrigin,
+  const allowed = new Set([...Object.values(demo.base).map((u) => new URL(u).origin), demo.fcOrigin,
     ...demo.baseA.map((u) => new URL(u).origin)]);
   return { allowed, urls: [], foreign: [] };
 }
@@ -119,13 +137,13 @@ export function isForeign(recorder, url) {
   return /^(https?|wss?):$/.test(u.protocol) && !recorder.allowed.has(u.origin);
 }
 
-export async function newContext(browser, recorder, options = {}) {
-  const context = await browser.newContext({
-    ignoreHTTPSErrors: true, // the mock FranceConnect's throw-away test authority
-    locale: 'fr-FR',
-    viewport: { width: 1280, height: 900 },
-    ...options,
-  });
+const CONTEXT_OPTIONS = {
+  ignoreHTTPSErrors: true, // the mock FranceConnect's throw-away test authority
+  locale: 'fr-FR',
+  viewport: { width: 1280, height: 900 },
+};
+
+async function recordRequests(context, recorder) {
   context.setDefaultTimeout(20000);
   context.on('request', (req) => recorder.urls.push(req.url()));
   await context.route((url) => isForeign(recorder, url), (route) => {
@@ -133,6 +151,75 @@ export async function newContext(browser, recorder, options = {}) {
     return route.abort('blockedbyclient');
   });
   return context;
+}
+
+export async function newContext(browser, recorder, options = {}) {
+  const context = await browser.newContext({ ...CONTEXT_OPTIONS, ...options });
+  return recordRequests(context, recorder);
+}
+
+export async function launchBlockingContext(recorder, options = {}) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sesame-chromium-'));
+  fs.mkdirSync(path.join(dir, 'Default'), { recursive: true });
+  // cookie_controls_mode 1: "Block third-party cookies" in chrome://settings/cookies
+  fs.writeFileSync(path.join(dir, 'Default', 'Preferences'), JSON.stringify({
+    profile: { cookie_controls_mode: 1, block_third_party_cookies: true },
+  }));
+  const context = await chromium.launchPersistentContext(dir, {
+    executablePath: '/usr/bin/chromium', headless: true,
+    args: [...CHROMIUM_ARGS, '--test-third-party-cookie-phaseout'],
+    ...CONTEXT_OPTIONS, ...options,
+  });
+  await recordRequests(context, recorder);
+  return {
+    context,
+    close: async () => {
+      try {
+        await context.close();
+      } finally {
+        fs.rmSync(dir, { recursive: true, force: true });
+      }
+    },
+  };
+}
+
+export async function thirdPartyCookieSent(context, recorder) {
+  const seen = [];
+  const srv = http.createServer((req, res) => {
+    seen.push({ url: req.url, cookie: req.headers.cookie || '' });
+    if (req.url === '/set') {
+      res.writeHead(200, { 'Content-Type': 'text/plain', 'Set-Cookie': 'probe=1; Path=/; SameSite=None; Secure' });
+      res.end('ok');
+    } else if (req.url === '/page') {
+      res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8' });
+      res.end(`<!DOCTYPE html><html lang="fr"><title>sonde</title><img alt="" src="http://probe-b.localhost:${srv.address().port}/pixel">`);
+    } else {
+      res.writeHead(200, { 'Content-Type': 'image/gif' });
+      res.end(Buffer.from('R0lGODlhAQABAAAAACw=', 'base64'));
+    }
+  });
+  await new Promise((resolve) => srv.listen(0, '127.0.0.1', resolve));
+  const { port } = srv.address();
+  const a = `http://probe-a.localhost:${port}`;
+  const b = `http://probe-b.localhost:${port}`;
+  recorder.allowed.add(a); // (they stay allowed: the probe's requests are in recorder.urls)
+  recorder.allowed.add(b);
+  const page = await context.newPage();
+  try {
+    await page.goto(`${b}/set`);
+    await page.goto(`${b}/first-party`);
+    await page.goto(`${a}/page`);
+    await page.waitForLoadState('networkidle');
+    const first = seen.find((s) => s.url === '/first-party');
+    const pixel = seen.find((s) => s.url === '/pixel');
+    if (!first || !first.cookie.includes('probe=1')) throw new Error('the probe cookie was not even set first-party');
+    if (!pixel) throw new Error('the cross-site probe request was not made');
+    return pixel.cookie.includes('probe=1');
+  } finally {
+    await page.close();
+    srv.closeAllConnections();
+    await new Promise((resolve) => srv.close(resolve));
+  }
 }
 
 // Records the main frame's document responses of a page, and its console errors.

@@ -201,8 +201,10 @@ scopes = {scopes}
 http_timeout = 2s
 """.format(name=provider(t), issuer=self.mock.issuer, cid=c["client_id"], secret=secret,
            ca=self.mock.ca_file, scopes=SCOPES))
-        redis_opts = "address = %s\nprefix = %s\nsession_prefix = %s\n" % (
-            redis, ACCOUNT_PREFIX, SESSION_PREFIX)
+        accounts_key = write_secret(os.path.join(tmp, "accounts.key"),
+                                    "YWNjb3VudHMta2V5LWZvci10ZXN0cy1vbmx5LTAxMjM0NTY3")
+        redis_opts = "address = %s\nprefix = %s\nsession_prefix = %s\nkey_file = %s\n" % (
+            redis, ACCOUNT_PREFIX, SESSION_PREFIX, accounts_key)
         parts.append("[accounts cree]\nplugin = redis\n" + redis_opts +
                      "match = sub\npolicy = create\n")
         parts.append("[accounts preinscrits]\nplugin = redis\n" + redis_opts +

@@ -198,7 +198,8 @@ class EchoHandler(http.server.BaseHTTPRequestHandler):
             stats.requests_total += 1
             self.requests_on_connection += 1
             stats.log.append({"method": self.command, "path": self.path, "headers": headers,
-                              "connection_id": self.connection_id})
+                              "connection_id": self.connection_id, "body_len": body_len,
+                              "body_sha256": body_sha})
             counters = {"connections_total": stats.connections_total,
                         "requests_total": stats.requests_total}
         if path == "/__big":

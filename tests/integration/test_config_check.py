@@ -410,12 +410,28 @@ def test_userinfo_endpoint_without_discovery(tmp_path):
     expect_ok(tmp_path, text.replace("discovery = off\n", "discovery = off\nuserinfo = off\n"))
 
 
+def accounts_key_file():
+    """A key_file for the redis plugin (it refuses to start without one)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    d = tempfile.mkdtemp(prefix="sesame-conf-check-")
+    atexit.register(shutil.rmtree, d, True)
+    path = os.path.join(d, "accounts.key")
+    with open(path, "w") as f:
+        f.write("YWNjb3VudHMta2V5LWZvci10ZXN0cy1vbmx5LTAxMjM0NTY3\n")
+    os.chmod(path, 0o600)
+    return path
+
+
 PIVOT = """
 [accounts citoyens]
 plugin = redis
 address = 127.0.0.1:1
+key_file = %s
 match = pivot
-"""
+""" % accounts_key_file()
 
 
 def test_pivot_needs_scopes(tmp_path):

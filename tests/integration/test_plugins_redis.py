@@ -1,13 +1,16 @@
 """The `redis` account plugin and the `sesame-accounts` tool against a real
-redis-server: CSV import of pre-registered citizens, sign-ins resolved by
-the plugin (loaded by tests/unit/plugins/plugin_driver as the daemon loads
-it), show / find-sub / link / unlink / delete, erasure of sessions.
+redis-server: CSV import of pre-registered citizens (French Excel files
+included), sign-ins resolved by the plugin (loaded by
+tests/unit/plugins/plugin_driver as the daemon loads it), show / find-sub /
+link / unlink / delete, erasure of sessions, the records encrypted at rest,
+and list / search / export / purge.
 
 Test identities are those of /work/shared/fc-test-identities.csv.
 """
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -78,7 +81,12 @@ class Redis:
 
 @pytest.fixture(scope="module")
 def redis(tmp_path_factory):
-    r = Redis(str(tmp_path_factory.mktemp("redis")))
+    tmp = tmp_path_factory.mktemp("redis")
+    r = Redis(str(tmp))
+    r.key_file = str(tmp / "accounts.key")
+    with open(r.key_file, "w") as f:
+        f.write("YWNjb3VudHMta2V5LWZvci10ZXN0cy1vbmx5LTAxMjM0NTY3\n")
+    os.chmod(r.key_file, 0o600)
     yield r
     r.stop()
 
@@ -94,7 +102,8 @@ def tool(db, *args, config=None):
     if config:
         argv += ["-c", config]
     else:
-        argv += ["--address", db.address, "--prefix", "t:", "--tenant", TENANT]
+        argv += ["--address", db.address, "--prefix", "t:", "--tenant", TENANT,
+                 "--key-file", db.key_file]
     p = subprocess.run(argv + list(args), capture_output=True, text=True, timeout=60)
     return p.returncode, p.stdout, p.stderr
 
@@ -102,6 +111,7 @@ def tool(db, *args, config=None):
 def sign_in(db, who, match="pivot", policy="link-only", sub=None, tenant=TENANT):
     s, given, family, date, place, country = PEOPLE[who]
     argv = [DRIVER, "redis", "-o", "address=" + db.address, "-o", "prefix=t:",
+            "-o", "key_file=" + db.key_file,
             "-o", "match=" + match, "-o", "policy=" + policy,
             "-t", tenant, "-p", "fc", "-s", sub or s,
             "-c", "given_name=" + given, "-c", "family_name=" + family,
@@ -198,9 +208,9 @@ def test_import_is_all_or_nothing(db, tmp_path):
 
     # with the syntax fixed, the store's checks report the remaining rows
     bad2 = ("MARTIN,Marie,1962-08-24,75107,99100,ok-1\n"
-            "MARTIN,Marie,24/08/1962,75107,99100\n"
-            "MARTIN,Marie,1962-08-24,75107,99100,ok-1\n"
-            "MARTIN,Marie,1962-08-24,75107,99100,ok-3,bad name=x\n")
+            "MARTIN,Anne,24/08/1962,75107,99100\n"
+            "MARTIN,Bea,1962-08-24,75107,99100,ok-1\n"
+            "MARTIN,Chloe,1962-08-24,75107,99100,ok-3,bad name=x\n")
     rc, out, err = tool(db, "import", write_csv(tmp_path, bad2))
     assert rc == 1
     assert err.splitlines() == [
@@ -293,10 +303,15 @@ def test_delete_erases_account_indexes_and_sessions(db, tmp_path):
     gone = set(before) - set(after)
     groups_gone = {k for k in gone if k.startswith("t:acct:ville-a:group:")}
     assert len(groups_gone) == 1  # marie's homonym group, now empty
-    assert gone - groups_gone == {
-        "t:acct:ville-a:id:marie-001", "t:acct:ville-a:attrs:marie-001",
-        "t:acct:ville-a:subs:marie-001", "t:acct:ville-a:sub:fc:a1b2v1",
-        "t:s:aa11", "t:s:bb22", "t:a:ville-a:marie-001"}
+    subs_gone = {k for k in gone if k.startswith("t:acct:ville-a:sub:")}
+    assert len(subs_gone) == 1  # the (hashed) index of her sub
+    # (the sign-in scores were hers only: the empty set is gone too)
+    assert gone - groups_gone - subs_gone == {
+        "t:acct:ville-a:id:marie-001", "t:acct:ville-a:subs:marie-001",
+        "t:s:aa11", "t:s:bb22", "t:a:ville-a:marie-001", "t:acct:ville-a:signin"}
+    # and her creation and sign-in scores
+    assert db.cli("ZSCORE", "t:acct:ville-a:created", "marie-001") == ""
+    assert db.cli("ZSCORE", "t:acct:ville-a:signin", "marie-001") == ""
     assert not any("marie-001" in k for k in after)
     assert "t:s:cc33" in after and "t:acct:ville-a:id:jean-002" in after
     # the person is unknown now
@@ -341,9 +356,10 @@ access = public
 plugin = redis
 address = %(addr)s
 prefix = t:
+key_file = %(key)s
 match = pivot
 policy = link-only
-""" % {"addr": db.address})
+""" % {"addr": db.address, "key": db.key_file})
     rc, out, err = tool(db, "import", write_csv(tmp_path, CSV), config=str(conf))
     assert rc == 0, err
     assert sign_in(db, "marie")["account_id"] == "marie-001"
@@ -358,16 +374,200 @@ policy = link-only
 
 
 def test_usage_errors(db):
+    key = ["--key-file", db.key_file]
     p = subprocess.run([TOOL, "--address", db.address, "--tenant", TENANT, "frobnicate"],
                        capture_output=True, text=True)
     assert p.returncode == 2 and "unknown command frobnicate" in p.stderr
     p = subprocess.run([TOOL, "--address", db.address, "--tenant", TENANT, "show"],
                        capture_output=True, text=True)
     assert p.returncode == 2 and "show takes 1 argument" in p.stderr
-    p = subprocess.run([TOOL, "--address", db.address, "show", "x"], capture_output=True,
-                       text=True)
+    p = subprocess.run([TOOL, "--address", db.address] + key + ["show", "x"],
+                       capture_output=True, text=True)
     assert p.returncode == 1 and "no tenant" in p.stderr
     port = free_port()
-    p = subprocess.run([TOOL, "--address", "127.0.0.1:%d" % port, "--tenant", TENANT, "show", "x"],
-                       capture_output=True, text=True)
+    p = subprocess.run([TOOL, "--address", "127.0.0.1:%d" % port, "--tenant", TENANT] + key +
+                       ["show", "x"], capture_output=True, text=True)
     assert p.returncode == 1 and "Connection refused" in p.stderr
+    # every account command needs the records' key
+    p = subprocess.run([TOOL, "--address", db.address, "--tenant", TENANT, "show", "x"],
+                       capture_output=True, text=True)
+    assert p.returncode == 1 and "key_file: missing" in p.stderr and "--key-file" in p.stderr
+    p = subprocess.run([TOOL, "--address", db.address, "--tenant", TENANT, "purge"],
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and "give --inactive-since" in p.stderr
+
+
+# ---------------------------------------------------------------- French Excel, dates, duplicates
+
+# "CSV (séparateur: point-virgule)" as Excel writes it on a French Windows:
+# Windows-1252, ';', CR LF, no BOM, rows padded with empty fields.
+FRENCH_EXCEL = ("family_name;given_name;birthdate;birthplace;birthcountry;account_id;quartier\r\n"
+                "D\u2019ALMEIDA-LÉVÊQUE;Jean-Baptiste;1979-03-02;33063;99100;jean-002;"
+                "quartier=Centre\r\n"
+                "FRANÇOIS;Hélène;1981-07-14;75056;99100;;quartier=Gare;;\r\n"
+                "MARTIN;Marie Claire Odile;1962-08-24;75107;99100;marie-001;\r\n")
+
+
+def test_import_french_excel_csv(db, tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes(FRENCH_EXCEL.encode("cp1252"))
+    assert b"\xc9" in path.read_bytes() and b"\xe8" in path.read_bytes()  # É, è
+    rc, out, err = tool(db, "import", str(path))
+    assert rc == 0, err
+    assert "read as Windows-1252" in err
+    ids = imported_ids(out)
+    assert ids[2] == "jean-002" and ids[4] == "marie-001" and len(ids[3]) == 22
+    assert "imported 3 accounts into tenant ville-a" in out
+    # FranceConnect sends UTF-8: the accents and the typographic apostrophe
+    # of the file match at sign-in
+    assert sign_in(db, "jean") == {"status": "found", "account_id": "jean-002",
+                                   "attributes": {"quartier": "Centre"}}
+    assert sign_in(db, "marie")["account_id"] == "marie-001"
+    rc, out, err = tool(db, "show", ids[3])
+    lines = out.splitlines()
+    assert "family_name: FRANÇOIS" in lines and "given_name: Hélène" in lines, out
+    assert "  quartier=Gare" in lines
+    rc, out, err = tool(db, "search", "--name", "francois helene")
+    assert rc == 0 and ("\n%s\tFRANÇOIS\tHélène\t1981-07-14\t" % ids[3]) in out, out
+
+
+def test_import_refuses_bad_dates_and_persons_already_present(db, tmp_path):
+    bad = ("MARTIN;Anne;1962-02-30;75107;99100\n"
+           "MARTIN;Bea;2999-01-01;75107;99100\n"
+           "MARTIN;Chloe;2000-02-29;75107;99100\n"
+           "BERNARD;Pierre;1970-04-12;31555;99100;pierre-a\n"
+           "Bernard;PIERRE;1970-04-12;31555;99100;pierre-b\n")
+    rc, out, err = tool(db, "import", write_csv(tmp_path, bad))
+    assert rc == 1 and out == ""
+    assert err.splitlines() == [
+        "line 1: birthdate: not a calendar date",
+        "line 2: birthdate: in the future",
+        "line 5: the same person (names, birth date and place) as line 4",
+        "sesame-accounts: nothing imported",
+    ]
+    assert db.keys() == []
+    rc, out, err = tool(db, "import", write_csv(
+        tmp_path, "BERNARD;Pierre;1970-04-12;31555;99100;pierre-a\n"
+                  "BERNARD;Pierre;1970-04-12;67482;99100;pierre-b\n"))
+    assert rc == 0, err  # homonyms born elsewhere are two persons
+    rc, out, err = tool(db, "import", write_csv(
+        tmp_path, "DURAND,Paul,1960-10-10,69383,99100\n"
+                  "\"BERNARD\",\"Pierre\",1970-04-12,67482,99100,pierre-c\n"))
+    assert rc == 1
+    assert "line 2: this person (names, birth date and place) is already registered: " \
+           "account pierre-b" in err
+    assert db.cli("ZCARD", "t:acct:ville-a:created") == "2"
+
+
+# ---------------------------------------------------------------- encryption at rest
+
+def redis_dump(db):
+    """What a dump of Redis shows: every key and value (--scan, then GET,
+    HGETALL, SMEMBERS or ZRANGE)."""
+    parts = []
+    for key in db.cli("--scan").split():
+        parts.append(key)
+        kind = db.cli("TYPE", key)
+        cmd = {"string": ["GET"], "hash": ["HGETALL"], "set": ["SMEMBERS"],
+               "zset": ["ZRANGE", None, "0", "-1", "WITHSCORES"]}[kind]
+        argv = [cmd[0], key] + cmd[2:]
+        parts.append(db.cli(*argv))
+    return "\n".join(parts)
+
+
+def test_redis_dump_holds_no_name_birth_data_or_sub(db, tmp_path):
+    csv = ("MARTIN,Marie Claire Odile,1962-08-24,75107,99100,acct-1,quartier=Centre\n"
+           "\"D'ALMEIDA LEVEQUE\",\"JEAN BAPTISTE\",1979-03-02,33063,99100,acct-2\n"
+           "BENALI,Karim Yanis,1985-11-30,,99352,acct-3\n")
+    assert tool(db, "import", write_csv(tmp_path, csv))[0] == 0
+    assert sign_in(db, "marie")["account_id"] == "acct-1"
+    assert sign_in(db, "jean")["account_id"] == "acct-2"
+    created = sign_in(db, "paola", match="sub", policy="create")["account_id"]
+    dump = redis_dump(db)
+    for word in ["MARTIN", "Marie", "Claire", "Odile", "ALMEIDA", "LEVEQUE", "BAPTISTE", "Jean",
+                 "BENALI", "Karim", "Yanis", "SANTUCCI", "Paola", "Centre", "quartier",
+                 "1962", "1979", "1985", "1990", "75107", "33063", "2A004", "99100", "99352",
+                 "a1b2v1", "c3d4v1", "p7p7v1"]:
+        assert not re.search(r"(?<![A-Za-z0-9])%s(?![A-Za-z0-9])" % re.escape(word), dump,
+                             re.I), (word, dump)
+    # while lookups work: by sub, by pivot, and the tool reads it all back
+    assert sign_in(db, "marie", match="sub")["account_id"] == "acct-1"
+    assert sign_in(db, "karim")["account_id"] == "acct-3"
+    assert sign_in(db, "paola", match="sub", policy="deny")["account_id"] == created
+    assert tool(db, "find-sub", "fc", "c3d4v1")[1] == "acct-2\n"
+    rc, out, err = tool(db, "show", "acct-2")
+    assert "family_name: D'ALMEIDA LEVEQUE" in out.splitlines() and "  fc:c3d4v1" in out, out
+
+
+# ---------------------------------------------------------------- list, search, export, purge
+
+def test_list_search_export_purge(db, tmp_path):
+    assert tool(db, "import", write_csv(tmp_path, CSV))[0] == 0
+    assert sign_in(db, "marie")["account_id"] == "marie-001"
+    assert sign_in(db, "jean")["account_id"] == "jean-002"
+    fake_sessions(db, "marie-001", ["aa11", "bb22"])
+    fake_sessions(db, "jean-002", ["cc33"])
+
+    rc, out, err = tool(db, "list", "--per-page", "3")
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "# tenant ville-a: 4 accounts, by last sign-in, page 1 of 2, 3 per page"
+    assert lines[1] == "account\torigin\tcreated\tlast_signin\tlinks\tsessions"
+    rows = [l.split("\t") for l in lines[2:]]
+    assert len(rows) == 3
+    assert {rows[0][0], rows[1][0]} == {"marie-001", "jean-002"}  # signed in first
+    assert rows[2][3] == "never"
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", r[2]) for r in rows)
+    marie = [r for r in rows if r[0] == "marie-001"][0]
+    assert marie[1:2] == ["import"] and marie[4:] == ["1", "2"]
+    rc, out, err = tool(db, "list", "--per-page", "3", "--page", "2", "--by", "created")
+    assert len(out.splitlines()) == 3
+
+    rc, out, err = tool(db, "search", "--name", "Jean-Baptiste d'Almeida-Lévêque")
+    assert rc == 0 and "\njean-002\tD'ALMEIDA LEVEQUE\tJEAN BAPTISTE\t1979-03-02\t" in out, out
+    rc, out, err = tool(db, "search", "--birthdate", "1990-01-09")
+    assert rc == 0 and len(out.splitlines()) == 3 and "\tSantucci\tPaola Maria\t" in out
+    rc, out, err = tool(db, "search", "--name", "nobody")
+    assert rc == 3
+
+    rc, out, err = tool(db, "export", "marie-001")
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert doc["account"]["personal_data"] == {
+        "family_name": "MARTIN", "given_name": "Marie Claire Odile", "birthdate": "1962-08-24",
+        "birthplace": "75107", "birthcountry": "99100"}
+    assert doc["account"]["attributes"] == {"quartier": "Centre", "abonne": "oui"}
+    assert doc["links"] == [{"provider": "fc", "sub": "a1b2v1"}]
+    assert len(doc["sessions"]) == 2  # sealed with the citizens' cookies: their end only
+    assert all(set(s) == {"ends_at_the_latest"} for s in doc["sessions"])
+    assert "jean" not in out.lower() and "aa11" not in out and "c3d4v1" not in out
+    journal = tmp_path / "audit.log"
+    journal.write_text('{"event":"signin","tenant":"ville-a","account":"marie-001",'
+                       '"time":"2026-01-02T09:00:00Z"}\n'
+                       '{"event":"signin","tenant":"ville-a","account":"jean-002",'
+                       '"time":"2026-01-02T09:01:00Z"}\n')
+    rc, out, err = tool(db, "export", "--audit-log", str(journal), "marie-001")
+    assert [e["account"] for e in json.loads(out)["audit_events"]] == ["marie-001"]
+
+    # retention: marie signed in long ago, karim was imported long ago and
+    # never signed in; jean and paola stay
+    old = str(int(time.time()) - 400 * 86400)
+    ids = {k.split(":")[-1] for k in db.keys("t:acct:ville-a:id:*")}
+    karim = [i for i in ids if i not in ("marie-001", "jean-002")
+             and "BENALI" in tool(db, "show", i)[1]][0]
+    db.cli("ZADD", "t:acct:ville-a:signin", old, "marie-001")
+    db.cli("ZADD", "t:acct:ville-a:created", old, karim)
+    rc, out, err = tool(db, "purge", "--inactive-since", "1y", "--dry-run")
+    assert rc == 0 and "would erase marie-001" in out and ("would erase %s" % karim) in out
+    assert len(db.keys("t:acct:ville-a:id:*")) == 4
+    rc, out, err = tool(db, "purge", "--inactive-since", "1y")
+    assert rc == 0, err
+    assert "erased marie-001 (created " in out and "), 2 sessions revoked" in out
+    assert ("erased %s (" % karim) in out
+    assert "purged 2 accounts of tenant ville-a with no sign-in since " in out
+    left = {k.split(":")[-1] for k in db.keys("t:acct:ville-a:id:*")}
+    assert left == ids - {"marie-001", karim}
+    assert not any("marie-001" in k for k in db.keys())
+    assert db.keys("t:s:*") == ["t:s:cc33"]
+    assert sign_in(db, "marie", match="sub")["status"] == "none"
+    assert sign_in(db, "jean", match="sub")["account_id"] == "jean-002"

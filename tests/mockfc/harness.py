@@ -364,6 +364,10 @@ class MockFC(ManagedProcess):
     def autologin(self, login):
         return self._control("POST", "autologin", {"login": login})
 
+    def backchannel(self, **params):
+        """A back-channel logout token (mockfc.py backchannel), sent to `uri`."""
+        return self._control("POST", "backchannel", params)
+
     def log(self, since=0):
         return self._control("GET", "log?since=%d" % since)
 

@@ -80,6 +80,7 @@ import csv
 import hashlib
 import hmac
 import html
+import http.client
 import http.server
 import json
 import os
@@ -225,7 +226,7 @@ class Client:
     FIELDS = frozenset(["client_id", "client_secret", "redirect_uris", "post_logout_redirect_uris",
                         "id_token_signed_response_alg", "token_endpoint_auth_method", "jwks",
                         "jwks_uri", "jwks_uri_cafile", "encryption_alg", "encryption_enc",
-                        "scopes", "idp_hints", "name"])
+                        "scopes", "idp_hints", "name", "backchannel_logout_uri"])
 
     def __init__(self, d, mode, default_cafile):
         if not isinstance(d, dict):
@@ -271,6 +272,7 @@ class Client:
         self.scopes = d.get("scopes")
         self.idp_hints = d.get("idp_hints")
         self.name = d.get("name", self.id)
+        self.backchannel_logout_uri = d.get("backchannel_logout_uri")
 
     def _strlist(self, d, name, required):
         value = d.get(name, [])
@@ -1117,6 +1119,8 @@ class MockFC:
                 since = int(q["since"])
             with self.lock:
                 return json_response(200, [e for e in self.log if e["seq"] > since])
+        if name == "backchannel" and req.method == "POST":
+            return self.backchannel(body)
         if name == "reset" and req.method == "POST":
             self.reset()
             return json_response(200, {"reset": True})
@@ -1130,6 +1134,54 @@ class MockFC:
                         else value
             return json_response(200, {"offset": self.clock_offset})
         return json_response(404, {"error": "unknown control"})
+
+
+    def backchannel(self, body):
+        """OpenID Connect Back-Channel Logout 1.0: builds a logout token for
+        {client_id, login | sub, sid?} and POSTs it to `uri` (or the client's
+        backchannel_logout_uri). Test knobs: nonce (adds one), unsigned
+        (alg none), jti (given instead of a random one), no_events, send
+        false (only return it). Answers {token, status, body}."""
+        client = self.clients.get(body.get("client_id", ""))
+        if client is None:
+            return json_response(400, {"error": "unknown client_id"})
+        sub = body.get("sub")
+        if sub is None and body.get("login") is not None:
+            sub = self.sub_for(client.id, body["login"])
+        now = self.now()
+        claims = {"iss": self.issuer, "aud": client.id, "iat": now, "exp": now + 120,
+                  "jti": body.get("jti") or secrets.token_urlsafe(16)}
+        if not body.get("no_events"):
+            claims["events"] = {"http://schemas.openid.net/event/backchannel-logout": {}}
+        if sub is not None:
+            claims["sub"] = sub
+        if body.get("sid") is not None:
+            claims["sid"] = body["sid"]
+        if body.get("nonce"):
+            claims["nonce"] = secrets.token_urlsafe(16)
+        if body.get("unsigned"):
+            token = jose.jws_sign(claims, None, "none")
+        else:
+            token = self._sign(claims, client, None, "logout_token")
+        out = {"token": token, "claims": claims}
+        uri = body.get("uri") or client.backchannel_logout_uri
+        if body.get("send", True) and uri:
+            data = urllib.parse.urlencode({"logout_token": token}).encode("ascii")
+            u = urllib.parse.urlsplit(uri)
+            # *.localhost names (the tests') are this machine, resolver or not
+            addr = "127.0.0.1" if u.hostname.endswith(".localhost") else u.hostname
+            cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
+            c = cls(addr, u.port or (443 if u.scheme == "https" else 80), timeout=10)
+            try:
+                c.request("POST", (u.path or "/") + ("?" + u.query if u.query else ""), body=data,
+                          headers={"Host": u.netloc,
+                                   "Content-Type": "application/x-www-form-urlencoded"})
+                r = c.getresponse()
+                out["status"], out["body"] = r.status, r.read().decode("utf-8", "replace")
+            finally:
+                c.close()
+        log_line("backchannel logout token for %s (%s)" % (client.id, out.get("status", "not sent")))
+        return json_response(200, out)
 
 
 # ---------------------------------------------------------------- server

@@ -14,6 +14,7 @@
 #include <event2/thread.h>
 
 #include "account/account.h"
+#include "core/metrics.h"
 
 static char plugin_dir[4096];
 
@@ -311,6 +312,9 @@ test_resolve_async(void **state)
     assert_int_equal(event_base_dispatch(base), 1);
     assert_int_equal(o4.calls, 1);
     assert_string_equal(o4.res.account_id, "acct-block");
+    /* every call that ran is counted (core/metrics.h), by section and result */
+    assert_int_equal(sesame_metrics_value(SESAME_M_PLUGIN_CALLS, "citizens", "found", NULL), 3);
+    assert_int_equal(sesame_metrics_value(SESAME_M_PLUGIN_CALLS, "citizens", "timeout", NULL), 1);
 
     sesame_pool_free(pool);
     event_base_free(base);

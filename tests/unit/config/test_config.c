@@ -307,6 +307,65 @@ test_providers_resolution(void **state)
     sesame_conf_unref(c);
 }
 
+/* A [territory NAME] is a tenant "@NAME" (config.h): its host is its
+ * public_url's, its members are listed, a member naming no provider gets
+ * the territory's. */
+static void
+test_territory(void **state)
+{
+    (void)state;
+    char *text = signin_conf(
+        "[tenant m1]\npublic_url = http://m1.localhost:8080\nterritory = agglo\n"
+        "[territory agglo]\npublic_url = http://connexion.agglo.localhost:8080\n"
+        "providers = fc agent\n"
+        "[tenant m2]\nhosts = m2.localhost www.m2.localhost\npublic_url = http://m2.localhost:8080\n"
+        "territory = agglo\nprovider = agent\n"
+        "[tenant seul]\npublic_url = http://seul.localhost:8080\nprovider = autre\n"
+        "[route m1]\ntenant = m1\nupstream = http://127.0.0.1:9000\nclaims = given_name\n"
+        "[route m2]\ntenant = m2\nupstream = http://127.0.0.1:9000\nclaims = family_name\n"
+        "[route seul]\ntenant = seul\nupstream = http://127.0.0.1:9000\naccess = public\n");
+    struct sesame_conf *c = load_text("territory.conf", text);
+    free(text);
+    assert_non_null(c);
+    const struct sesame_conf_tenant *t =
+        sesame_conf_find_tenant(c, "connexion.agglo.localhost", strlen("connexion.agglo.localhost"));
+    assert_non_null(t);
+    assert_true(t->is_territory);
+    assert_string_equal(t->name, "@agglo");
+    assert_string_equal(t->display_name, "agglo");
+    assert_int_equal(t->nhosts, 1);
+    assert_null(t->territory);
+    assert_null(t->accounts);
+    assert_true(t->sign_in_page);
+    /* the tenants' defaults for the keys a territory has not */
+    assert_int_equal(t->signin_rate.count, 600);
+    assert_int_equal(t->signin_rate.period_ms, 60000);
+    assert_providers(t->providers, t->nproviders, "fc agent");
+    assert_int_equal(t->nmembers, 2);
+    const struct sesame_conf_tenant *m1 = t->members[0], *m2 = t->members[1];
+    assert_string_equal(m1->name, "m1");
+    assert_string_equal(m2->name, "m2");
+    assert_ptr_equal(m1->territory, t);
+    assert_ptr_equal(m2->territory, t);
+    assert_false(m1->is_territory);
+    /* m1 names no provider: the territory's; m2 only one of them */
+    assert_providers(m1->providers, m1->nproviders, "fc agent");
+    assert_string_equal(m1->provider->name, "fc");
+    assert_providers(route_named(c, "m1")->providers, route_named(c, "m1")->nproviders, "fc agent");
+    assert_providers(m2->providers, m2->nproviders, "agent");
+    const struct sesame_conf_tenant *seul = sesame_conf_find_tenant(c, "seul.localhost", 14);
+    assert_null(seul->territory);
+    assert_int_equal(seul->nmembers, 0);
+    /* the territory's sign-in page lists what its communes receive */
+    char *errors = NULL;
+    if (sesame_runtime_attach(c, &errors) != SESAME_OK)
+        fail_msg("runtime: %s", errors ? errors : "?");
+    const struct sesame_runtime_tenant *rt = sesame_runtime_tenant(c, t);
+    assert_int_equal(rt->nclaims, 2);
+    assert_int_equal(rt->nproviders, 2);
+    sesame_conf_unref(c);
+}
+
 static void
 test_scope_claims(void **state)
 {
@@ -324,6 +383,58 @@ test_scope_claims(void **state)
     assert_false(sesame_conf_scopes_ask("openid", "profile"));
     assert_null(sesame_conf_scope_claims("email"));
     assert_string_equal(sesame_conf_scope_claims("birth"), "birthplace birthcountry");
+}
+
+/* What account plugins receive: identity claims the scopes ask for, never
+ * protocol claims. */
+static void
+test_identity_claims(void **state)
+{
+    struct sesame_conf_provider p;
+    memset(&p, 0, sizeof(p));
+    p.scopes = (char *)"openid identite_pivot email";
+    static const char *const yes[] = {"given_name", "family_name", "birthdate", "gender",
+                                      "birthplace", "birthcountry", "email"};
+    for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
+        assert_true(sesame_conf_identity_claim(&p, yes[i]));
+    static const char *const no[] = {"sub", "nonce", "aud", "iss", "exp", "iat", "auth_time",
+                                     "at_hash", "azp", "amr", "acr", "sid", "jti", "nbf", "c_hash",
+                                     "preferred_username", "phone", "openid", "identite_pivot"};
+    for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
+        assert_false(sesame_conf_identity_claim(&p, no[i]));
+    assert_false(sesame_conf_identity_claim(NULL, "email"));
+    assert_false(sesame_conf_identity_claim(&p, NULL));
+    /* a protocol claim stays one even when a scope names it */
+    p.scopes = (char *)"openid nonce acr email";
+    assert_false(sesame_conf_identity_claim(&p, "nonce"));
+    assert_false(sesame_conf_identity_claim(&p, "acr"));
+    assert_true(sesame_conf_protocol_claim("at_hash"));
+    assert_false(sesame_conf_protocol_claim("email"));
+    assert_false(sesame_conf_protocol_claim(NULL));
+}
+
+/* [tenant] session_cookie: persistent by default, browser, nothing else. */
+static void
+test_session_cookie(void **state)
+{
+    char *text = signin_conf("[tenant a]\npublic_url = http://a.localhost:8080\nprovider = fc\n"
+                             "[tenant b]\npublic_url = http://b.localhost:8080\nprovider = fc\n"
+                             "session_cookie = browser\n"
+                             "[route r]\ntenant = a\nupstream = http://127.0.0.1:9000\n");
+    struct sesame_conf *c = load_text("cookie.conf", text);
+    free(text);
+    assert_non_null(c);
+    assert_int_equal(c->tenants[0]->session_cookie, SESAME_COOKIE_PERSISTENT);
+    assert_int_equal(c->tenants[1]->session_cookie, SESAME_COOKIE_BROWSER);
+    sesame_conf_unref(c);
+    text = signin_conf("[tenant a]\npublic_url = http://a.localhost:8080\nprovider = fc\n"
+                       "session_cookie = session\n");
+    char *errors = NULL;
+    assert_null(sesame_conf_load(write_file("bad-cookie.conf", text), &errors));
+    free(text);
+    assert_non_null(errors);
+    assert_non_null(strstr(errors, "session_cookie: 'session' must be persistent or browser"));
+    free(errors);
 }
 
 static void
@@ -370,7 +481,10 @@ main(void)
         cmocka_unit_test(test_defaults_and_lookup),
         cmocka_unit_test(test_trusted_proxies),
         cmocka_unit_test(test_providers_resolution),
+        cmocka_unit_test(test_territory),
         cmocka_unit_test(test_scope_claims),
+        cmocka_unit_test(test_identity_claims),
+        cmocka_unit_test(test_session_cookie),
         cmocka_unit_test(test_reserved_authorize_params),
         cmocka_unit_test(test_sub_second_durations),
     };

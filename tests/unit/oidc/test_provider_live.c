@@ -1026,17 +1026,18 @@ test_cancel(void **state)
     struct sesame_provider_tokens t = {.id_token = m.id_token, .access_token = m.access_token};
     struct sesame_provider_expect e = {.nonce = m.nonce};
     op = sesame_provider_validate(rt, httpc, &t, &e, on_validate, &m);
-    /* the first validate finishes; the second is cancelled on the way */
+    /* the first validate finishes; the second is cancelled on the way, unless
+     * (on a loaded machine) both answers arrived in the same loop turn: then
+     * it completed exactly once and there is nothing left to cancel */
     run_until(base, &l.va_done);
     assert_int_equal(l.va_st, SESAME_PROVIDER_OK);
-    if (!m.va_done)
+    bool cancelled = !m.va_done;
+    if (cancelled)
         sesame_provider_cancel(op);
-    else
-        fail_msg("the second validate finished before it could be cancelled");
     sesame_provider_cancel(NULL);
     /* the loop goes on without calling back the cancelled one */
     assert_int_equal(ensure(rt, NULL), SESAME_PROVIDER_OK);
-    assert_int_equal(m.va_calls, 0);
+    assert_int_equal(m.va_calls, cancelled ? 0 : 1);
     assert_int_equal(sesame_httpc_pending(httpc), 0);
     login_clear(&l);
     login_clear(&m);

@@ -84,8 +84,14 @@ main(int argc, char **argv)
         return 1;
     }
     static const struct sesame_page_provider providers[] = {
-        {"franceconnect", "FranceConnect", SESAME_PAGE_BRAND_FRANCECONNECT},
-        {"proconnect", "ProConnect", SESAME_PAGE_BRAND_PROCONNECT},
+        {.name = "franceconnect",
+         .label = "FranceConnect",
+         .brand = SESAME_PAGE_BRAND_FRANCECONNECT,
+         .scopes = "openid identite_pivot email"},
+        {.name = "proconnect",
+         .label = "ProConnect",
+         .brand = SESAME_PAGE_BRAND_PROCONNECT,
+         .scopes = "openid given_name usual_name email uid siret"},
     };
     static const char *const claims[] = {"given_name", "family_name", "birthdate", "birthplace",
                                          "email"};

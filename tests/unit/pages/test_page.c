@@ -21,8 +21,8 @@
 #define FC_INFO "https://franceconnect.gouv.fr/"
 
 static const struct sesame_page_provider sample_providers[] = {
-    {"agents", "ProConnect", SESAME_PAGE_BRAND_PROCONNECT},
-    {"fc", "FranceConnect", SESAME_PAGE_BRAND_FRANCECONNECT},
+    {.name = "agents", .label = "ProConnect", .brand = SESAME_PAGE_BRAND_PROCONNECT},
+    {.name = "fc", .label = "FranceConnect", .brand = SESAME_PAGE_BRAND_FRANCECONNECT},
 };
 static const char *const sample_claims[] = {"given_name", "family_name", "birthdate", "email"};
 
@@ -303,7 +303,7 @@ test_sign_in(void **state)
 
     /* a generic provider alone: no FranceConnect link, no "ou" */
     static const struct sesame_page_provider generic[] = {
-        {"oidc", "le portail des agents", SESAME_PAGE_BRAND_GENERIC}};
+        {.name = "oidc", .label = "le portail des agents", .brand = SESAME_PAGE_BRAND_GENERIC}};
     c.providers = generic;
     c.nproviders = 1;
     c.claims = NULL;
@@ -359,6 +359,83 @@ test_claims(void **state)
     sesame_pages_free(p);
 }
 
+/* A territory's sign-in page names its communes, escaped; other pages and
+ * tenants do not. */
+static void
+test_communes(void **state)
+{
+    (void)state;
+    struct sesame_pages *p = sesame_pages_load(NULL, NULL, NULL);
+    struct sesame_page_ctx c = sample_ctx();
+    char *h = render(p, SESAME_PAGE_SIGN_IN, &c);
+    assert_null(strstr(h, "class=\"communes\""));
+    assert_non_null(strstr(h, "reçoit</h2>"));
+    free(h);
+    static const char *const communes[] = {"Ville d'Arbre", "Mairie <de> Cerisier", "", NULL};
+    c.communes = communes;
+    c.ncommunes = 4;
+    h = render(p, SESAME_PAGE_SIGN_IN, &c);
+    const char *list = strstr(h, "<ul class=\"communes\">");
+    assert_non_null(list);
+    char *items = strndup(list, (size_t)(strstr(list, "</ul>") - list));
+    assert_int_equal(count(items, "<li>"), 2); /* empty and NULL names skipped */
+    assert_non_null(strstr(items, "<li>Ville d&#39;Arbre</li>"));
+    assert_non_null(strstr(items, "<li>Mairie &lt;de&gt; Cerisier</li>"));
+    free(items);
+    assert_non_null(strstr(h, "Ce que chaque commune reçoit"));
+    assert_non_null(strstr(h, "ferme la connexion dans toutes"));
+    free(h);
+    h = render(p, SESAME_PAGE_SIGNED_OUT, &c);
+    assert_null(strstr(h, "Cerisier"));
+    free(h);
+    sesame_pages_free(p);
+}
+
+/* What the providers shown transmit (gate/test_signin_page.c checks it over
+ * whole configurations): providers with the same information share one
+ * list, a provider without scopes is in none and then filters nothing. */
+static void
+test_sources(void **state)
+{
+    struct sesame_pages *p = sesame_pages_load(NULL, NULL, NULL);
+    struct sesame_page_ctx c = sample_ctx();
+    static const struct sesame_page_provider three[] = {
+        {.name = "a", .label = "Portail A", .scopes = "openid email"},
+        {.name = "b", .label = "Portail B", .scopes = "email openid"},
+        {.name = "c", .label = "Portail C", .scopes = "openid email email"},
+    };
+    static const char *const claims[] = {"email", "family_name", "acr"};
+    c.providers = three;
+    c.nproviders = 3;
+    c.claims = claims;
+    c.nclaims = 3;
+    char *h = render(p, SESAME_PAGE_SIGN_IN, &c);
+    assert_non_null(strstr(h, "<p>Si vous vous identifiez avec Portail A, Portail B ou Portail C, "
+                              "Ville de Saint-Éloi reçoit&nbsp;:</p>\n<ul class=\"claims\">\n"
+                              "<li>votre adresse e-mail</li>\n<li>un numéro de connexion, propre à "
+                              "ce service, qui ne dit rien de vous</li>\n</ul>"));
+    assert_int_equal(count(h, "Si vous vous identifiez avec"), 1);
+    /* family_name is transmitted by none of them: not listed; acr is the
+     * protocol's, always there */
+    assert_non_null(strstr(h, "reçoivent seulement&nbsp;:</p>\n<ul class=\"claims\">\n"
+                              "<li>votre adresse e-mail</li>\n<li>le niveau de sécurité de votre "
+                              "connexion</li>\n</ul>"));
+    free(h);
+    /* one provider without scopes: in no list, and nothing is filtered */
+    static const struct sesame_page_provider mixed[] = {
+        {.name = "a", .label = "Portail A", .scopes = "openid email"},
+        {.name = "x", .label = "Portail X"},
+    };
+    c.providers = mixed;
+    c.nproviders = 2;
+    h = render(p, SESAME_PAGE_SIGN_IN, &c);
+    assert_int_equal(count(h, "Si vous vous identifiez avec"), 1);
+    assert_null(strstr(h, "identifiez avec Portail X"));
+    assert_non_null(strstr(h, "<li>votre nom de naissance</li>"));
+    free(h);
+    sesame_pages_free(p);
+}
+
 static const char *const hostile[] = {
     "<script>alert(1)</script>",
     "\" onmouseover=\"alert(1)",
@@ -407,8 +484,8 @@ test_hostile_values(void **state)
     for (size_t k = 0; k < sizeof(hostile) / sizeof(hostile[0]); k++) {
         const char *x = hostile[k];
         struct sesame_page_provider provs[2] = {
-            {x, x, SESAME_PAGE_BRAND_FRANCECONNECT},
-            {x, x, SESAME_PAGE_BRAND_GENERIC},
+            {.name = x, .label = x, .brand = SESAME_PAGE_BRAND_FRANCECONNECT, .scopes = x},
+            {.name = x, .label = x, .brand = SESAME_PAGE_BRAND_GENERIC, .scopes = "openid email"},
         };
         const char *claims[2] = {x, "given_name"};
         struct sesame_page_ctx c;
@@ -519,7 +596,8 @@ test_links_and_bounds(void **state)
     struct sesame_page_provider many[10];
     const char *claims[100];
     for (int i = 0; i < 10; i++)
-        many[i] = (struct sesame_page_provider){"p", "P", SESAME_PAGE_BRAND_GENERIC};
+        many[i] = (struct sesame_page_provider){
+            .name = "p", .label = "P", .brand = SESAME_PAGE_BRAND_GENERIC};
     for (int i = 0; i < 100; i++)
         claims[i] = i % 2 ? "given_name" : "family_name";
     c = sample_ctx();
@@ -581,7 +659,7 @@ test_logout_and_errors(void **state)
     assert_true(dhas(h, "<a class=\"button\" href=\"" CONTACT "\">"));
     free(h);
     h = render(p, SESAME_PAGE_SIGNED_OUT, &c);
-    assert_non_null(strstr(h, "<h1>Vous êtes déconnecté</h1>"));
+    assert_non_null(strstr(h, "<h1>Déconnexion effectuée</h1>"));
     assert_null(strstr(h, "req-7f3a9c"));
     free(h);
 
@@ -759,6 +837,11 @@ test_broken_override(void **state)
     expect_error("sign-in.html", "x\n\n{{/title}}", "3: {{/title}} closes no open section");
     expect_error("sign-in.html", "<ul>{{claims}}</ul>", "1: {{claims}} is a list");
     expect_error("sign-in.html", "{{claim}}", "1: {{claim}} is only available inside");
+    /* a list inside each item of another list: only inside that list */
+    expect_error("sign-in.html", "{{#source_claims}}{{/source_claims}}",
+                 "1: {{source_claims}} is only available inside");
+    expect_error("sign-in.html", "{{#sources}}{{source_claim}}{{/sources}}",
+                 "1: {{source_claim}} is only available inside");
     expect_error("sign-in.html", "{{#providers}}{{claim}}{{/providers}}",
                  "1: {{claim}} is only available inside");
     expect_error("sign-in.html", "{{reason}}", "1: unknown placeholder {{reason}}");
@@ -1059,6 +1142,8 @@ main(void)
         cmocka_unit_test(test_every_page),
         cmocka_unit_test(test_sign_in),
         cmocka_unit_test(test_claims),
+        cmocka_unit_test(test_sources),
+        cmocka_unit_test(test_communes),
         cmocka_unit_test(test_hostile_values),
         cmocka_unit_test(test_links_and_bounds),
         cmocka_unit_test(test_logout_and_errors),

@@ -10,6 +10,10 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include "core/util.h"
 
 #include "session/redis.h"
 #include "session/session.h"
@@ -25,6 +29,27 @@ make_conf(struct sesame_conf_session *c, unsigned char fill)
 {
     memset(c, 0, sizeof(*c));
     memset(c->secret, fill, sizeof(c->secret));
+}
+
+/* True when `val` (version || key id || nonce || ciphertext || tag) opens
+ * under `key` with the NUL-terminated aad: AES-256-GCM done here directly. */
+static bool
+gcm_decrypts(const unsigned char key[32], const char *aad, const unsigned char *val, size_t vlen)
+{
+    if (vlen < 2 + 12 + 16)
+        return false;
+    size_t ctlen = vlen - 2 - 12 - 16;
+    unsigned char *out = malloc(ctlen + 1);
+    int n;
+    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    bool ok = EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, val + 2) == 1 &&
+              EVP_DecryptUpdate(ctx, NULL, &n, (const unsigned char *)aad, (int)strlen(aad)) == 1 &&
+              EVP_DecryptUpdate(ctx, out, &n, val + 14, (int)ctlen) == 1 &&
+              EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, 16, (void *)(val + 14 + ctlen)) == 1 &&
+              EVP_DecryptFinal_ex(ctx, out + ctlen, &n) == 1;
+    EVP_CIPHER_CTX_free(ctx);
+    free(out);
+    return ok;
 }
 
 /* ---- codec ---- */
@@ -189,6 +214,108 @@ test_aad_binding(void **state)
                      SESAME_OK);
     free(plain);
     free(val);
+}
+
+/* Session records: a key per cookie, HMAC-SHA256(secret, "sesame session v2"
+ * || raw id), so that the secret alone (with everything Redis holds: the
+ * value, SHA-256 of the id in the key name) opens nothing. */
+static void
+test_record_key_per_cookie(void **state)
+{
+    (void)state;
+    struct sesame_conf_session c;
+    make_conf(&c, 0x66);
+    char key[128];
+    unsigned char hash[32];
+    assert_int_equal(sesame_session_key("sesame:", ID0, key, sizeof(key), hash), SESAME_OK);
+    const char *msg = "{\"t\":\"ville-a\",\"a\":\"42\",\"k\":{\"family_name\":\"DUBOIS\"}}";
+    unsigned char *val;
+    size_t vlen;
+    assert_int_equal(sesame_session_record_seal(&c, ID0, key, strlen(key), msg, strlen(msg), &val,
+                                                &vlen),
+                     SESAME_OK);
+    assert_int_equal(vlen, 2 + 12 + strlen(msg) + 16);
+    assert_int_equal(val[0], 2);
+    assert_null(memmem(val, vlen, "DUBOIS", 6));
+    char *plain = NULL;
+    size_t plen;
+    /* with the cookie: opens */
+    assert_int_equal(sesame_session_record_open(&c, ID0, key, strlen(key), val, vlen, &plain,
+                                                &plen),
+                     SESAME_OK);
+    assert_string_equal(plain, msg);
+    free(plain);
+    plain = NULL;
+    /* the documented derivation, computed here independently */
+    unsigned char raw[32], rk[32];
+    for (int i = 0; i < 32; i++)
+        raw[i] = (unsigned char)i;
+    unsigned char label_id[17 + 32];
+    memcpy(label_id, "sesame session v2", 17);
+    memcpy(label_id + 17, raw, 32);
+    unsigned int rklen = 0;
+    assert_non_null(HMAC(EVP_sha256(), c.secret, 32, label_id, sizeof(label_id), rk, &rklen));
+    assert_int_equal(rklen, 32);
+    assert_true(gcm_decrypts(rk, key, val, vlen));
+    /* what a Redis dump plus the secret gives opens nothing: the secret as
+     * the key (former format), the record key derived from the key name's
+     * hash instead of the id, the hash itself as a key */
+    assert_false(gcm_decrypts(c.secret, key, val, vlen));
+    unsigned char from_hash[17 + 32], hk[32];
+    memcpy(from_hash, "sesame session v2", 17);
+    memcpy(from_hash + 17, hash, 32);
+    assert_non_null(HMAC(EVP_sha256(), c.secret, 32, from_hash, sizeof(from_hash), hk, &rklen));
+    assert_false(gcm_decrypts(hk, key, val, vlen));
+    assert_false(gcm_decrypts(hash, key, val, vlen));
+    assert_int_equal(sesame_session_open(&c, key, strlen(key), val, vlen, &plain, &plen),
+                     SESAME_DECLINED);
+    char hash_as_id[SESAME_SESSION_ID_LEN + 1];
+    sesame_util_b64url_encode(hash_as_id, hash, 32);
+    assert_int_equal(sesame_session_record_open(&c, hash_as_id, key, strlen(key), val, vlen,
+                                                &plain, &plen),
+                     SESAME_DECLINED);
+    /* another cookie, another key name, an invalid id: nothing */
+    assert_int_equal(sesame_session_record_open(&c, ID1, key, strlen(key), val, vlen, &plain,
+                                                &plen),
+                     SESAME_DECLINED);
+    assert_int_equal(sesame_session_record_open(&c, ID0, "sesame:s:0", 10, val, vlen, &plain,
+                                                &plen),
+                     SESAME_DECLINED);
+    assert_int_equal(sesame_session_record_open(&c, "short", key, strlen(key), val, vlen, &plain,
+                                                &plen),
+                     SESAME_DECLINED);
+    assert_null(plain);
+    /* rotation: the previous secret still derives the key of old records */
+    struct sesame_conf_session rotated, dropped;
+    make_conf(&rotated, 0x67);
+    memcpy(rotated.previous_secret, c.secret, sizeof(c.secret));
+    rotated.has_previous_secret = true;
+    make_conf(&dropped, 0x67);
+    assert_int_equal(sesame_session_record_open(&rotated, ID0, key, strlen(key), val, vlen, &plain,
+                                                &plen),
+                     SESAME_OK);
+    free(plain);
+    plain = NULL;
+    assert_int_equal(sesame_session_record_open(&dropped, ID0, key, strlen(key), val, vlen,
+                                                &plain, &plen),
+                     SESAME_DECLINED);
+    free(val);
+    /* a value of the former format (sealed under the secret itself) is not
+     * a record, and a record is not such a value */
+    assert_int_equal(sesame_session_seal(&c, key, strlen(key), msg, strlen(msg), &val, &vlen),
+                     SESAME_OK);
+    assert_int_equal(sesame_session_record_open(&c, ID0, key, strlen(key), val, vlen, &plain,
+                                                &plen),
+                     SESAME_DECLINED);
+    val[0] = 2;
+    assert_int_equal(sesame_session_record_open(&c, ID0, key, strlen(key), val, vlen, &plain,
+                                                &plen),
+                     SESAME_DECLINED);
+    assert_null(plain);
+    free(val);
+    assert_int_equal(sesame_session_record_seal(&c, "short", key, strlen(key), msg, strlen(msg),
+                                                &val, &vlen),
+                     SESAME_ERROR);
 }
 
 /* ---- records ---- */
@@ -557,6 +684,19 @@ test_set_cookie(void **state)
     assert_int_equal(sesame_session_set_cookie_header(buf, sizeof(buf), "s", "v", &t, 1),
                      SESAME_OK);
     assert_string_equal(buf, "s=v; Path=/; Max-Age=1; HttpOnly; SameSite=Lax");
+    /* session_cookie = browser: no Max-Age (nor Expires), gone with the
+     * browser; deleting still says Max-Age=0 */
+    t.session_cookie = SESAME_COOKIE_BROWSER;
+    t.cookie_secure = true;
+    assert_int_equal(sesame_session_set_cookie_header(buf, sizeof(buf), "sesame", ID0, &t, 28800),
+                     SESAME_OK);
+    snprintf(expect, sizeof(expect), "sesame=%s; Path=/; HttpOnly; SameSite=Lax; Secure", ID0);
+    assert_string_equal(buf, expect);
+    assert_int_equal(sesame_session_set_cookie_header(buf, sizeof(buf), "sesame", NULL, &t, 0),
+                     SESAME_OK);
+    assert_string_equal(buf, "sesame=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax; Secure");
+    t.session_cookie = SESAME_COOKIE_PERSISTENT;
+    t.cookie_secure = false;
     /* refused */
     assert_int_equal(sesame_session_set_cookie_header(buf, 20, "sesame", ID0, &t, 1),
                      SESAME_ERROR);
@@ -632,6 +772,7 @@ main(void)
         cmocka_unit_test(test_wrong_key_refused),
         cmocka_unit_test(test_previous_key_accepted),
         cmocka_unit_test(test_aad_binding),
+        cmocka_unit_test(test_record_key_per_cookie),
         cmocka_unit_test(test_record_round_trip),
         cmocka_unit_test(test_record_parse_refuses),
         cmocka_unit_test(test_key_derivation),

@@ -883,6 +883,19 @@ test_session_create_load(void **state)
     for (size_t i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++)
         assert_null(memmem(raw->str, raw->len, secrets[i], strlen(secrets[i])));
     print_message("stored session value: %zu bytes for this record\n", raw->len);
+    /* the secret alone opens nothing (a Redis dump plus session.key); the
+     * cookie is needed too */
+    char *plain = NULL;
+    size_t plen;
+    assert_int_equal(sesame_session_open(&e->conf.session, key, strlen(key),
+                                         (const unsigned char *)raw->str, raw->len, &plain, &plen),
+                     SESAME_DECLINED);
+    assert_int_equal(sesame_session_record_open(&e->conf.session, cookie, key, strlen(key),
+                                                (const unsigned char *)raw->str, raw->len, &plain,
+                                                &plen),
+                     SESAME_OK);
+    assert_non_null(memmem(plain, plen, "DUBOIS", 6));
+    free(plain);
     freeReplyObject(raw);
     long long pttl = raw_int(e, "PTTL %s", key, NULL);
     assert_true(pttl > 0 && pttl <= (long long)e->conf.session.inactivity_timeout_ms);
@@ -925,6 +938,26 @@ test_session_create_load(void **state)
     other.session.has_previous_secret = true;
     assert_int_equal(do_load(e, st3, cookie, "ville-a", &got), SESAME_OK);
     sesame_session_free(got);
+
+    /* a value of the former format (sealed under the secret alone) at a
+     * session key is refused and deleted */
+    unsigned char *v1;
+    size_t v1len;
+    size_t jlen;
+    char *json = sesame_session_serialize(s, &jlen);
+    assert_int_equal(sesame_session_seal(&e->conf.session, key, strlen(key), json, jlen, &v1,
+                                         &v1len),
+                     SESAME_OK);
+    free(json);
+    c = sync_conn(e->srv.port, NULL, 0);
+    rr = redisCommand(c, "SET %s %b", key, v1, v1len);
+    freeReplyObject(rr);
+    redisFree(c);
+    free(v1);
+    assert_int_equal(do_load(e, st2, cookie, "ville-a", &got), SESAME_DECLINED);
+    const char *ping[] = {"PING"};
+    cmd(e, 1, ping); /* the deletion was sent before */
+    assert_int_equal(raw_int(e, "EXISTS %s", key, NULL), 0);
 
     sesame_session_free(s);
     sesame_session_free(s2);
@@ -1169,6 +1202,99 @@ test_session_revoke_account(void **state)
     sesame_session_free(a);
     sesame_session_free(b);
     sesame_session_free(c);
+    sesame_session_store_free(st);
+    env_free(e);
+}
+
+/* Territories (session.h "Trees"): a territory session and the sessions
+ * derived from it share a tree; revoking the tree ends them all. */
+static void
+test_session_tree(void **state)
+{
+    (void)state;
+    struct env *e = env_new(NULL);
+    env_connect(e);
+    struct sesame_session_store *st = sesame_session_store_new(e->r, &e->conf);
+    const char *tree = "TREE-0123456789abcdefghijklmnopqrstuvwxyzAB";
+    char ct[SESAME_SESSION_ID_LEN + 1], ca[SESAME_SESSION_ID_LEN + 1], cb_[SESAME_SESSION_ID_LEN + 1],
+        co[SESAME_SESSION_ID_LEN + 1], key[128], hex[65];
+    struct sesame_session *t = make_record("@agglo", "sub-1");
+    t->tree = strdup(tree);
+    assert_int_equal(do_create(e, st, t, NULL, ct), SESAME_OK);
+    struct sesame_session *a = make_record("ville-a", "acc-a");
+    a->tree = strdup(tree);
+    a->parent = strdup(ct);
+    a->expires_ms = t->expires_ms - 1000; /* never later than the territory's */
+    free(a->id_token);
+    a->id_token = NULL;
+    assert_int_equal(do_create(e, st, a, NULL, ca), SESAME_OK);
+    assert_true(a->expires_ms <= t->expires_ms - 1000);
+    struct sesame_session *b = make_record("ville-b", "acc-b");
+    b->tree = strdup(tree);
+    b->parent = strdup(ct);
+    assert_int_equal(do_create(e, st, b, NULL, cb_), SESAME_OK);
+    struct sesame_session *o = make_record("ville-a", "acc-a"); /* another browser, no tree */
+    assert_int_equal(do_create(e, st, o, NULL, co), SESAME_OK);
+
+    /* the record keeps its tree and parent, encrypted */
+    struct sesame_session *got;
+    assert_int_equal(do_load(e, st, ca, "ville-a", &got), SESAME_OK);
+    assert_string_equal(got->tree, tree);
+    assert_string_equal(got->parent, ct);
+    sesame_session_free(got);
+    key_of(ca, key, sizeof(key), hex);
+    redisReply *raw = raw_get(e, key);
+    assert_int_equal(raw->type, REDIS_REPLY_STRING);
+    assert_null(memmem(raw->str, raw->len, tree, strlen(tree)));
+    assert_null(memmem(raw->str, raw->len, ct, strlen(ct)));
+    freeReplyObject(raw);
+    /* the indexes: the tree's sessions, and the trees of an account */
+    char tidx[128];
+    snprintf(tidx, sizeof(tidx), "sesame:a:@tree:%s", tree);
+    assert_int_equal(raw_int(e, "SCARD %s", tidx, NULL), 3);
+    assert_int_equal(raw_int(e, "SISMEMBER %s %s", tidx, hex), 1);
+    assert_int_equal(raw_int(e, "SISMEMBER %s %s", "sesame:at:ville-a:acc-a", tree), 1);
+    assert_int_equal(raw_int(e, "SISMEMBER %s %s", "sesame:at:ville-b:acc-b", tree), 1);
+    assert_int_equal(raw_int(e, "SISMEMBER %s %s", "sesame:at:@agglo:sub-1", tree), 1);
+    long long pttl = raw_int(e, "PTTL %s", tidx, NULL);
+    assert_true(pttl > 0 && pttl <= (long long)e->conf.session.max_lifetime_ms);
+
+    /* destroying one leaves the tree's index */
+    assert_int_equal(do_destroy(e, st, cb_), SESAME_OK);
+    const char *ping[] = {"PING"};
+    cmd(e, 1, ping);
+    assert_int_equal(raw_int(e, "SCARD %s", tidx, NULL), 2);
+
+    /* revoking the tree ends the territory session and every derived one */
+    size_t n;
+    assert_int_equal(do_revoke(e, st, "@tree", tree, &n), SESAME_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(do_load(e, st, ct, "@agglo", &got), SESAME_DECLINED);
+    assert_int_equal(do_load(e, st, ca, "ville-a", &got), SESAME_DECLINED);
+    assert_int_equal(do_load(e, st, co, "ville-a", &got), SESAME_OK);
+    sesame_session_free(got);
+    assert_int_equal(raw_int(e, "EXISTS %s", tidx, NULL), 0);
+
+    /* a one-time ticket past its lifetime is gone */
+    char stt[SESAME_SESSION_ID_LEN + 1];
+    assert_int_equal(sesame_util_random_token(stt, sizeof(stt), 32), SESAME_OK);
+    json_t *blob = json_pack("{s:s}", "k", "territory");
+    struct sres res;
+    memset(&res, 0, sizeof(res));
+    struct sesame_session_op *op;
+    assert_int_equal(finish(e, sesame_session_login_put(st, stt, blob, 50, on_done, &res, &op), &res),
+                     SESAME_OK);
+    usleep(150 * 1000);
+    memset(&res, 0, sizeof(res));
+    assert_int_equal(finish(e, sesame_session_login_take(st, stt, on_take, &res, &op), &res),
+                     SESAME_DECLINED);
+    assert_null(res.blob);
+    json_decref(blob);
+
+    sesame_session_free(t);
+    sesame_session_free(a);
+    sesame_session_free(b);
+    sesame_session_free(o);
     sesame_session_store_free(st);
     env_free(e);
 }
@@ -1870,6 +1996,7 @@ main(void)
         cmocka_unit_test_teardown(test_session_real_ttl, teardown),
         cmocka_unit_test_teardown(test_session_destroy_and_relogin, teardown),
         cmocka_unit_test_teardown(test_session_revoke_account, teardown),
+        cmocka_unit_test_teardown(test_session_tree, teardown),
         cmocka_unit_test_teardown(test_session_cache_revocation, teardown),
         cmocka_unit_test_teardown(test_session_pending_login, teardown),
         cmocka_unit_test_teardown(test_session_redis_down_and_back, teardown),
