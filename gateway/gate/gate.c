@@ -271,9 +271,10 @@ sesame_gate_set_cookie(struct sesame_req *req, const char *name, const char *val
 }
 
 /* The security headers with form-action extended to `origin` (NULL: the
- * standard block). Returns a malloc'd header block. */
+ * standard one) and a script-src of `script_src` (NULL: none, scripts
+ * refused by default-src). Returns a malloc'd header block. */
 static char *
-security_headers(const char *origin, const char *origin2)
+security_headers(const char *origin, const char *origin2, const char *script_src)
 {
     size_t n;
     const struct sesame_page_header *list = sesame_page_security_header_list(&n);
@@ -285,7 +286,10 @@ security_headers(const char *origin, const char *origin2)
     struct evbuffer *b = evbuffer_new();
     for (size_t i = 0; i < n; i++) {
         bool is_csp = strcasecmp(list[i].name, "Content-Security-Policy") == 0;
-        evbuffer_add_printf(b, "%s: %s\r\n", list[i].name, is_csp && csp ? csp : list[i].value);
+        evbuffer_add_printf(b, "%s: %s", list[i].name, is_csp && csp ? csp : list[i].value);
+        if (is_csp && script_src)
+            evbuffer_add_printf(b, "; script-src %s", script_src);
+        evbuffer_add(b, "\r\n", 2);
     }
     free(csp);
     size_t len = evbuffer_get_length(b);
@@ -338,12 +342,15 @@ sesame_gate_page_origin(struct sesame_req *req, int status, int page_id, struct 
         sesame_server_respond(req, 500, "text/plain; charset=utf-8", "Cache-Control: no-store\r\n", NULL);
         return;
     }
-    if (form_origin) {
+    const char *script_src = sesame_page_script_src((enum sesame_page_id)page_id);
+    if (form_origin || script_src) {
         /* a member of a territory: the provider sends the browser on to the
          * territory's host (its post-logout URI), in the same navigation */
-        char *headers = security_headers(form_origin, req->tenant && req->tenant->territory
-                                                          ? req->tenant->territory->public_url
-                                                          : NULL);
+        char *headers = security_headers(form_origin,
+                                         form_origin && req->tenant && req->tenant->territory
+                                             ? req->tenant->territory->public_url
+                                             : NULL,
+                                         script_src);
         sesame_server_respond(req, status, SESAME_PAGE_CONTENT_TYPE, headers, body);
         free(headers);
     } else {

@@ -285,6 +285,16 @@ sesame_page_security_header_list(size_t *n)
     return security_headers;
 }
 
+/* SHA-256 of SESAME_PAGE_RESUME_SCRIPT, base64 (tests/unit/pages/test_page.c
+ * computes it again). */
+#define RESUME_SCRIPT_SRC "'sha256-HLM/mEgDKNLMEej8QW7jG0kGKEaqIKL9qfJ/TW2tOhM='"
+
+const char *
+sesame_page_script_src(enum sesame_page_id id)
+{
+    return id == SESAME_PAGE_POST_KEPT ? RESUME_SCRIPT_SRC : NULL;
+}
+
 /* "http(s)://host[:port]" with a DNS name, IPv4 or [IPv6] host. */
 static bool
 valid_origin(const char *o)

@@ -263,6 +263,16 @@ const struct sesame_page_header *sesame_page_security_header_list(size_t *n);
  * string the caller frees, or NULL and *err on a malformed origin. */
 char *sesame_page_csp(const char *const *form_action_origins, size_t n, char **err);
 
+/* The only script of any page: the inline <script> of the POST_KEPT page
+ * (post-kept.html), which sends the kept form on load when JavaScript is on
+ * (without it, the page's button does). */
+#define SESAME_PAGE_RESUME_SCRIPT "document.getElementById(\"sesame-resume\").submit();"
+
+/* The script-src source list a page is sent with, or NULL for none (every
+ * page but POST_KEPT, whose policy allows SESAME_PAGE_RESUME_SCRIPT by its
+ * hash: "'sha256-<base64 of SHA-256 of the script's text>'"). Static. */
+const char *sesame_page_script_src(enum sesame_page_id id);
+
 /* A static asset, as served under <prefix>static/. */
 struct sesame_page_asset {
     const char *data;               /* owned by the pages object or the blob */

@@ -12,6 +12,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as lib from './lib.mjs';
 import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 
 const FC_BUTTON = /identifier avec\s*FranceConnect/i;
 const STEP_TIMEOUT = { timeout: 180000 };
@@ -68,14 +69,14 @@ async function bodyText(page) {
   return page.locator('body').innerText();
 }
 
-// A page Sésame serves itself: security headers, no script, no CSP violation, zero axe
+// A page Sésame serves itself: security headers, no script (but `scripts` the caller checked), no CSP violation, zero axe
 // violations at both widths, screenshots.
-async function checkSesamePage(page, watch, name) {
+async function checkSesamePage(page, watch, name, { scripts = 0 } = {}) {
   const doc = lastDocument(watch);
   const csp = doc.headers['content-security-policy'] || '';
   assert.match(csp, /default-src 'none'/, `${name}: Content-Security-Policy missing or lax: "${csp}"`);
   assert.equal(doc.headers['x-content-type-options'], 'nosniff', `${name}: X-Content-Type-Options`);
-  assert.equal(await page.locator('script').count(), 0, `${name}: the page has a <script>`);
+  assert.equal(await page.locator('script').count(), scripts, `${name}: the page has ${scripts ? 'other than its' : 'a'} <script>`);
   assert.equal(await page.locator('html').getAttribute('lang'), 'fr', `${name}: lang is not fr`);
   const found = await lib.checkPage(page, name);
   const report = lib.formatViolations(found);
@@ -486,48 +487,106 @@ test('territory: signing out of one commune signs out of both', STEP_TIMEOUT, as
 });
 
 // Nothing lost on re-login (gate/replay.h): the session ends while a form is being filled; the
-// submission goes through a new sign-in and reaches the portal once, byte for byte.
-test('a form sent after the session ended is kept across the new sign-in and sent once', STEP_TIMEOUT, async () => {
+// submission goes through a new sign-in and reaches the portal once, byte for byte. With
+// JavaScript on, the kept page sends it by itself (its one script, allowed by its hash); without,
+// its button does.
+const MOTIF = 'Acte de naissance pour ma fille, né·e le 3 mars — envoi par courrier & rapide';
+const receivedForms = async () => (await fetch(`http://127.0.0.1:${demo.ports.portal}/__received`)).json();
+
+// Signs in, fills the form, ends the session in Redis, submits, signs in again: the browser is on
+// its way to <prefix>resume. Returns the number of POSTs the portal had before.
+async function keptFormJourney(page) {
+  await page.goto(`${demo.base.a}/demarches/formulaire`);
+  await expectSignInPage(page, demo.base.a);
+  await signIn(page, demo.base.a, 'marie', '/demarches/formulaire');
+  await page.locator('#motif').fill(MOTIF);
+  // the session expires meanwhile: its record deleted in Redis, the caches told
+  const cli = (...args) => spawnSync('redis-cli', ['-p', String(demo.ports.redis), ...args], { encoding: 'utf8' });
+  const keys = cli('--scan', '--pattern', 'demo:s:*').stdout.split('\n').filter(Boolean);
+  assert.ok(keys.length > 0, 'no session in Redis');
+  for (const k of keys) {
+    cli('DEL', k);
+    cli('PUBLISH', 'demo:revoked', k.slice('demo:s:'.length));
+  }
+  const before = (await receivedForms()).length;
+  await page.locator('#envoyer').click();
+  await expectSignInPage(page, demo.base.a);
+  await fcButton(page).click();
+  await pickIdentity(page, 'marie');
+  return before;
+}
+
+// The portal got the form once, as typed, with an identity; the kept page's id is then gone.
+async function expectSentOnce(page, before, id) {
+  // the answer of the portal to the original POST, shown at <prefix>resume
+  await page.getByText(/Votre demande a bien été reçue/).waitFor();
+  assert.ok((await bodyText(page)).includes(MOTIF), 'the portal did not get what was typed');
+  const after = (await receivedForms()).slice(before);
+  assert.equal(after.length, 1, `the portal received ${after.length} POSTs`);
+  assert.equal(after[0].body, new URLSearchParams({ motif: MOTIF }).toString());
+  assert.match(after[0].content_type, /^application\/x-www-form-urlencoded/);
+  assert.ok(after[0].account, 'the resent form carried no identity');
+  // it is gone: the same browser cannot send it again
+  const again = await page.goto(`${demo.base.a}/sesame/resume?id=${id}`);
+  assert.equal(again.status(), 400);
+  assert.match(await bodyText(page), /n'est plus disponible/);
+  assert.equal((await receivedForms()).length, before + 1);
+}
+
+// The kept page's only script is allowed by its Content-Security-Policy through its SHA-256, and
+// no other source of script is.
+function checkKeptPageScript(html, csp) {
+  const scripts = [...html.matchAll(/<script\b[^>]*>([\s\S]*?)<\/script>/gi)];
+  assert.equal(scripts.length, 1, `the kept page has ${scripts.length} scripts`);
+  assert.doesNotMatch(scripts[0][0], /<script\s+src/i);
+  const hash = createHash('sha256').update(scripts[0][1], 'utf8').digest('base64');
+  const scriptSrc = (csp.split(';').map((d) => d.trim()).find((d) => d.startsWith('script-src ')) || '');
+  assert.equal(scriptSrc, `script-src 'sha256-${hash}'`, `the kept page's CSP does not allow its script: "${csp}"`);
+}
+
+test('a form sent after the session ended is kept across the new sign-in and sent by itself, once', STEP_TIMEOUT, async () => {
   const { context, page, watch } = await openPage();
   try {
-    await page.goto(`${demo.base.a}/demarches/formulaire`);
-    await expectSignInPage(page, demo.base.a);
-    await signIn(page, demo.base.a, 'marie', '/demarches/formulaire');
-    const motif = 'Acte de naissance pour ma fille, né·e le 3 mars — envoi par courrier & rapide';
-    await page.locator('#motif').fill(motif);
-    // the session expires meanwhile: its record deleted in Redis, the caches told
-    const cli = (...args) => spawnSync('redis-cli', ['-p', String(demo.ports.redis), ...args], { encoding: 'utf8' });
-    const keys = cli('--scan', '--pattern', 'demo:s:*').stdout.split('\n').filter(Boolean);
-    assert.ok(keys.length > 0, 'no session in Redis');
-    for (const k of keys) {
-      cli('DEL', k);
-      cli('PUBLISH', 'demo:revoked', k.slice('demo:s:'.length));
-    }
-    const received = async () => (await fetch(`http://127.0.0.1:${demo.ports.portal}/__received`)).json();
-    const before = (await received()).length;
-    await page.locator('#envoyer').click();
-    await expectSignInPage(page, demo.base.a);
-    await fcButton(page).click();
-    await pickIdentity(page, 'marie');
+    let kept = null;
+    page.on('response', async (resp) => {
+      const u = new URL(resp.url());
+      if (u.pathname === '/sesame/resume' && resp.request().method() === 'GET' && kept === null) {
+        kept = { url: resp.url(), headers: resp.headers(), html: resp.text().catch(() => '') };
+      }
+    });
+    const before = await keptFormJourney(page);
+    // no click: the kept page's script sends the form on load, and the portal answers
+    await page.getByText(/Votre demande a bien été reçue/).waitFor();
+    assert.ok(kept, 'the browser did not go through the kept page');
+    checkKeptPageScript(await kept.html, kept.headers['content-security-policy'] || '');
+    const cspErrors = watch.consoleErrors.filter((t) => /Content Security Policy/i.test(t));
+    assert.deepEqual(cspErrors, [], 'the kept page breaks its own Content-Security-Policy');
+    await expectSentOnce(page, before, new URL(kept.url).searchParams.get('id'));
+    // the page that came after carries no script-src: only the kept page may run its script
+    assert.doesNotMatch(lastDocument(watch).headers['content-security-policy'] || '', /script-src/);
+  } finally {
+    await context.close();
+  }
+});
+
+test('without JavaScript, the kept form is sent by its button, once', STEP_TIMEOUT, async () => {
+  const { context, page, watch } = await openPage({ javaScriptEnabled: false });
+  try {
+    const before = await keptFormJourney(page);
     await page.waitForURL((u) => u.origin === demo.base.a && u.pathname === '/sesame/resume');
     assert.match(await bodyText(page), /Votre saisie a été conservée/);
-    await checkSesamePage(page, watch, 'post-kept');
-    assert.equal((await received()).length, before, 'the form reached the portal before the citizen sent it');
+    checkKeptPageScript(await page.content(), lastDocument(watch).headers['content-security-policy'] || '');
+    // checkSesamePage's axe-core needs JavaScript in the page (it hangs without): the headers,
+    // lang and screenshot only here
+    const doc = lastDocument(watch);
+    assert.match(doc.headers['content-security-policy'] || '', /default-src 'none'/);
+    assert.equal(doc.headers['x-content-type-options'], 'nosniff');
+    assert.equal(await page.locator('html').getAttribute('lang'), 'fr');
+    await page.screenshot({ path: `${lib.OUT}/post-kept-nojs-1280.png`, fullPage: true });
+    assert.equal((await receivedForms()).length, before, 'the form reached the portal before the citizen sent it');
     const id = new URL(page.url()).searchParams.get('id');
     await page.getByRole('button', { name: /Envoyer ma saisie/ }).click();
-    // the answer of the portal to the original POST, shown at <prefix>resume
-    await page.getByText(/Votre demande a bien été reçue/).waitFor();
-    assert.ok((await bodyText(page)).includes(motif), 'the portal did not get what was typed');
-    const after = (await received()).slice(before);
-    assert.equal(after.length, 1, `the portal received ${after.length} POSTs`);
-    assert.equal(after[0].body, new URLSearchParams({ motif }).toString());
-    assert.match(after[0].content_type, /^application\/x-www-form-urlencoded/);
-    assert.ok(after[0].account, 'the resent form carried no identity');
-    // it is gone: the same browser cannot send it again
-    const again = await page.goto(`${demo.base.a}/sesame/resume?id=${id}`);
-    assert.equal(again.status(), 400);
-    assert.match(await bodyText(page), /n'est plus disponible/);
-    assert.equal((await received()).length, before + 1);
+    await expectSentOnce(page, before, id);
   } finally {
     await context.close();
   }

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <openssl/evp.h>
 #include <event2/buffer.h>
 #include <pthread.h>
 
@@ -242,7 +243,10 @@ test_every_page(void **state)
         assert_true(dhas(h, "<link rel=\"stylesheet\" href=\"/sesame/static/theme/ville-a.css\">"));
         assert_true(dhas(h, "<img src=\"/sesame/static/logo/ville-a\" alt=\"\">"));
         assert_non_null(strstr(h, "<meta name=\"theme-color\" content=\"#0b6e4f\">"));
-        assert_null(strcasestr(h, "<script"));
+        if (id == SESAME_PAGE_POST_KEPT) /* its one script (test_resume_script) */
+            assert_int_equal(count(h, "<script"), 1);
+        else
+            assert_null(strcasestr(h, "<script"));
         assert_null(strcasestr(h, "style="));
         assert_null(strcasestr(h, "<style"));
         assert_null(strstr(h, "{{"));
@@ -453,7 +457,10 @@ static const char *const hostile[] = {
 static void
 check_hostile_output(const char *h)
 {
-    assert_null(strcasestr(h, "<script"));
+    /* no script but the POST_KEPT page's own (test_resume_script) */
+    for (const char *t = strcasestr(h, "<script"); t != NULL; t = strcasestr(t + 1, "<script"))
+        assert_true(strncmp(t, "<script>" SESAME_PAGE_RESUME_SCRIPT "</script>",
+                            strlen("<script>" SESAME_PAGE_RESUME_SCRIPT "</script>")) == 0);
     assert_null(strstr(h, "onmouseover=\""));
     assert_null(strstr(h, "\" onmouseover"));
     assert_null(strstr(h, "\"onmouseover"));
@@ -992,6 +999,46 @@ test_security_headers(void **state)
     }
 }
 
+/* The POST_KEPT page holds SESAME_PAGE_RESUME_SCRIPT exactly, in the form it
+ * sends, and its script-src is the SHA-256 of that text; no other page has one. */
+static void
+test_resume_script(void **state)
+{
+    (void)state;
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    const char *script = SESAME_PAGE_RESUME_SCRIPT;
+    assert_int_equal(EVP_Digest(script, strlen(script), md, &mdlen, EVP_sha256(), NULL), 1);
+    assert_int_equal(mdlen, 32);
+    char b64[64];
+    EVP_EncodeBlock((unsigned char *)b64, md, (int)mdlen);
+    char want[100];
+    snprintf(want, sizeof(want), "'sha256-%s'", b64);
+    assert_non_null(sesame_page_script_src(SESAME_PAGE_POST_KEPT));
+    assert_string_equal(sesame_page_script_src(SESAME_PAGE_POST_KEPT), want);
+    for (int id = 0; id < SESAME_PAGE_COUNT; id++)
+        if (id != SESAME_PAGE_POST_KEPT)
+            assert_null(sesame_page_script_src((enum sesame_page_id)id));
+    assert_null(sesame_page_script_src(SESAME_PAGE_COUNT));
+
+    char *err = NULL;
+    struct sesame_pages *p = sesame_pages_load(NULL, NULL, &err);
+    assert_null(err);
+    assert_non_null(p);
+    struct sesame_page_ctx c = sample_ctx();
+    c.resume_id = "abcdefghijklmnopqrstuvwxyz012345";
+    char *h = render(p, SESAME_PAGE_POST_KEPT, &c);
+    char tag[200];
+    snprintf(tag, sizeof(tag), "<script>%s</script>", script);
+    assert_non_null(strstr(h, tag));
+    assert_int_equal(count(h, "<script"), 1);
+    const char *form = strstr(h, "<form id=\"sesame-resume\" method=\"post\" action=\"");
+    assert_non_null(form);
+    assert_true(form < strstr(h, tag)); /* the form exists when the script runs */
+    free(h);
+    sesame_pages_free(p);
+}
+
 static char *
 theme(const char *accent)
 {
@@ -1152,6 +1199,7 @@ main(void)
         cmocka_unit_test(test_broken_override),
         cmocka_unit_test(test_platform_dir_is_builtin),
         cmocka_unit_test(test_security_headers),
+        cmocka_unit_test(test_resume_script),
         cmocka_unit_test(test_theme),
         cmocka_unit_test(test_logo),
         cmocka_unit_test(test_threads),
