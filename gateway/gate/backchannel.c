@@ -363,3 +363,86 @@ sesame_backchannel_logout(struct sesame_req *req)
     }
     sesame_server_read_body(req, FORM_MAX * 3 + 64, form_cb);
 }
+
+/* ---- front-channel logout ---- */
+
+/* The origin (scheme://host[:port]) of an https URL into out; false when it
+ * has none. */
+static bool
+url_origin(const char *url, char *out, size_t cap)
+{
+    const char *p = strstr(url, "://");
+    if (p == NULL)
+        return false;
+    size_t n = (size_t)(p + 3 - url) + strcspn(p + 3, "/?#");
+    if (n >= cap)
+        return false;
+    memcpy(out, url, n);
+    out[n] = '\0';
+    return true;
+}
+
+static void
+front_revoked(int status, size_t count, void *arg)
+{
+    struct sesame_req *req = arg;
+    struct bcl *b = req->ext;
+    b->sop = NULL;
+    if (req->aborted) {
+        sesame_server_request_done(req);
+        return;
+    }
+    if (status != SESAME_OK) {
+        answer(req, 503, "temporarily_unavailable");
+        return;
+    }
+    sesame_log_info("request %s: front-channel logout from provider %s: %zu session(s) revoked",
+                    req->request_id, b->provider->name, count);
+    char origin[300], headers[512];
+    url_origin(b->provider->issuer, origin, sizeof(origin));
+    snprintf(headers, sizeof(headers),
+             "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
+             "Content-Security-Policy: default-src 'none'; frame-ancestors %s\r\n",
+             origin);
+    struct evbuffer *body = evbuffer_new();
+    evbuffer_add_printf(body, "<!doctype html><html lang=\"fr\"><title>Déconnexion</title></html>\n");
+    sesame_server_respond(req, 200, "text/html; charset=utf-8", headers, body);
+    evbuffer_free(body);
+}
+
+void
+sesame_frontchannel_logout(struct sesame_req *req)
+{
+    const struct sesame_http_request *m = &req->msg;
+    char iss[1024] = "", sid[256] = "";
+    if (!sesame_url_query_unique(m->query, m->query_len) ||
+        sesame_url_query_get(m->query, m->query_len, "iss", iss, sizeof(iss)) != SESAME_OK ||
+        sesame_url_query_get(m->query, m->query_len, "sid", sid, sizeof(sid)) != SESAME_OK ||
+        iss[0] == '\0' || sid[0] == '\0') {
+        refuse(req, "front-channel logout without iss and sid");
+        return;
+    }
+    const struct sesame_conf_provider *p = NULL;
+    for (size_t i = 0; i < req->tenant->nproviders && p == NULL; i++)
+        if (strcmp(req->tenant->providers[i]->issuer, iss) == 0)
+            p = req->tenant->providers[i];
+    struct sesame_session_store *st = sesame_gate_store(req);
+    if (p == NULL) {
+        refuse(req, "front-channel logout: no provider of this tenant has that iss");
+        return;
+    }
+    if (st == NULL) {
+        answer(req, 503, "temporarily_unavailable");
+        return;
+    }
+    struct bcl *b = sesame_calloc(1, sizeof(*b));
+    b->provider = p;
+    b->kind = "sid";
+    index_name(p->name, "sid", sid, b->index);
+    req->ext = b;
+    req->ext_free = bcl_free;
+    if (sesame_session_revoke_account(st, "@bcl", b->index, front_revoked, req, &b->sop) != SESAME_AGAIN) {
+        b->sop = NULL;
+        answer(req, 503, "temporarily_unavailable");
+    }
+}

@@ -1,5 +1,6 @@
 /*
- * backchannel.h - OpenID Connect Back-Channel Logout 1.0.
+ * backchannel.h - OpenID Connect Back-Channel Logout 1.0, and Front-Channel
+ * Logout 1.0 (sesame_frontchannel_logout).
  *
  * Endpoint: POST <prefix>backchannel-logout on a tenant's host (the URL to
  * register as the client's backchannel_logout_uri:
@@ -40,6 +41,19 @@
 
 /* POST <prefix>backchannel-logout. */
 void sesame_backchannel_logout(struct sesame_req *req);
+
+/* GET <prefix>frontchannel-logout?iss=ISSUER&sid=SID (OpenID Connect
+ * Front-Channel Logout 1.0, the URL to register as the client's
+ * frontchannel_logout_uri, with frontchannel_logout_session_required):
+ * iss must be the issuer of one of the tenant's providers and sid is
+ * required; the sessions listed under that provider's sid are revoked on
+ * every instance. The answer is an empty French page (200, no-store) that
+ * only the provider's origin may frame (CSP frame-ancestors); 400 without
+ * iss and sid or for another issuer, 503 when Redis is unavailable. The
+ * request carries no proof: anyone who knows a provider session's sid can
+ * end it, as the specification accepts (sids are the provider's random
+ * values, never shown to the citizen). */
+void sesame_frontchannel_logout(struct sesame_req *req);
 
 /* Lists a new session (its cookie id) under provider+sub and provider+sid
  * (sid may be NULL). Fire and forget. */

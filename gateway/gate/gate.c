@@ -995,6 +995,10 @@ sesame_gate_internal(struct sesame_req *req, const char *rest, size_t n)
         sesame_flow_logout_callback(req);
         return;
     }
+    if (is(rest, n, "frontchannel-logout") && get) {
+        sesame_frontchannel_logout(req);
+        return;
+    }
     if (is(rest, n, "backchannel-logout") && req->msg.method == SESAME_HTTP_POST) {
         sesame_backchannel_logout(req);
         return;
@@ -1013,7 +1017,8 @@ sesame_gate_internal(struct sesame_req *req, const char *rest, size_t n)
     }
     if (is(rest, n, "login") || is(rest, n, "callback") || is(rest, n, "me") || is(rest, n, "signin") ||
         is(rest, n, "logout/callback") || is(rest, n, "jwks.json") || is(rest, n, "sso") ||
-        is(rest, n, "hop") || is(rest, n, "resume") || is(rest, n, "backchannel-logout")) {
+        is(rest, n, "hop") || is(rest, n, "resume") || is(rest, n, "backchannel-logout") ||
+        is(rest, n, "frontchannel-logout")) {
         sesame_gate_error(req, 405, NULL);
         return;
     }

@@ -214,3 +214,57 @@ def test_backchannel_other_client_refused(pair, base):
     out = base.mock.backchannel(client_id="ville-b-client", login="lucie", uri=bcl_uri(a))
     assert out["status"] == 400
     assert signed_in(a, cookie)
+
+
+# ---- front-channel logout
+
+def frontchannel(gw, query):
+    c = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+    c.request("GET", "/sesame/frontchannel-logout" + query, headers={"Host": "%s:%d" % (HOST, gw.port)})
+    r = c.getresponse()
+    body = r.read()
+    c.close()
+    return r, body
+
+
+def mock_sid(client_id, login):
+    """What the mock puts in the ID tokens' sid (mockfc.sid_for)."""
+    return hashlib.sha256(("sid:" + client_id + ":" + login).encode("utf-8")).hexdigest()[:32]
+
+
+def test_frontchannel_logout_ends_the_provider_session_everywhere(pair, base):
+    _, a, b = pair
+    _, ca = a.sign_in("jean")
+    _, cb = b.sign_in("jean")
+    _, other = a.sign_in("marie")
+    assert signed_in(a, ca) and signed_in(b, cb) and signed_in(b, other)
+    q = "?" + urllib.parse.urlencode({"iss": base.mock.issuer, "sid": mock_sid("ville-a-client", "jean")})
+    r, body = frontchannel(b, q)
+    assert r.status == 200, body
+    csp = r.getheader("Content-Security-Policy")
+    origin = re.match(r"https://[^/]+", base.mock.issuer).group(0)
+    assert "frame-ancestors %s" % origin in csp, csp
+    assert r.getheader("Cache-Control") == "no-store"
+    assert r.getheader("X-Frame-Options") is None
+    assert 'lang="fr"' in body.decode()
+    # both of jean's sessions, on both instances; marie's stays
+    assert not signed_in(a, ca) and not signed_in(b, ca)
+    assert not signed_in(a, cb) and not signed_in(b, cb)
+    assert signed_in(a, other) and signed_in(b, other)
+
+
+@pytest.mark.parametrize("query", [
+    "",
+    "?sid=abc",
+    "?iss=https%3A%2F%2Fother.example",
+    "?iss=https%3A%2F%2Fother.example&sid=abc",
+    "?iss=X&sid=a&sid=b",
+])
+def test_frontchannel_logout_refused(pair, base, query):
+    _, a, _ = pair
+    _, cookie = a.sign_in("lucie")
+    if query == "?sid=abc":
+        query = "?" + urllib.parse.urlencode({"sid": mock_sid("ville-a-client", "lucie")})
+    r, _ = frontchannel(a, query)
+    assert r.status == 400
+    assert signed_in(a, cookie)

@@ -450,6 +450,10 @@ class MockFC:
     def sub_for(self, client_id, login):
         return hashlib.sha256((client_id + login).encode("utf-8")).hexdigest() + "v1"
 
+    def sid_for(self, client_id, login):
+        """The provider session id put in the ID tokens of (client, login)."""
+        return hashlib.sha256(("sid:" + client_id + ":" + login).encode("utf-8")).hexdigest()[:32]
+
     # -- dispatch
 
     def handle(self, req):
@@ -899,7 +903,8 @@ class MockFC:
         claims = {"iss": self.issuer, "sub": sub, "aud": client.id, "exp": exp, "iat": iat,
                   "auth_time": min(grant["auth_time"], iat), "nonce": grant["nonce"], "acr": acr,
                   "amr": ["pwd"] if grant["acr"] == "eidas1" else ["pwd", "mfa"],
-                  "at_hash": jose.b64u_encode(digest[:16])}
+                  "at_hash": jose.b64u_encode(digest[:16]),
+                  "sid": self.sid_for(client.id, grant["login"])}
         if scenario == "wrong_iss":
             claims["iss"] = sparams.get("value", self.issuer + "/")
         elif scenario == "wrong_aud":
