@@ -249,9 +249,11 @@ def test_metrics_move_by_what_was_sent(stack):
     # the two lookups and the health PINGs that timed out
     assert value(after, "sesame_redis_command_errors_total") - \
         value(before, "sesame_redis_command_errors_total") >= 2
-    # every worker lost its connection and made a new one
+    # the workers that noticed the pause (at least the one that made /ready
+    # 503; another may have had no PING due during it) reconnected, and none
+    # is left without a connection
     assert value(after, "sesame_redis_reconnects_total") - \
-        value(before, "sesame_redis_reconnects_total") >= WORKERS
+        value(before, "sesame_redis_reconnects_total") >= 1
     assert value(after, "sesame_redis_disconnected_workers") == 0
 
 
