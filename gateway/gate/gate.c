@@ -450,6 +450,41 @@ sesame_gate_add_signin_params(struct evbuffer *b, const struct sesame_conf_route
     }
 }
 
+int
+sesame_gate_signin_query_read(const struct sesame_req *req, struct sesame_gate_signin_query *q)
+{
+    const struct sesame_http_request *m = &req->msg;
+    memset(q, 0, sizeof(*q));
+    if (!sesame_url_query_unique(m->query, m->query_len) ||
+        sesame_url_query_get(m->query, m->query_len, "return_to", q->return_to, sizeof(q->return_to)) ==
+            SESAME_ERROR ||
+        sesame_url_query_get(m->query, m->query_len, "acr", q->acr, sizeof(q->acr)) == SESAME_ERROR ||
+        sesame_url_query_get(m->query, m->query_len, "provider", q->provider, sizeof(q->provider)) ==
+            SESAME_ERROR ||
+        sesame_url_query_get(m->query, m->query_len, "providers", q->providers, sizeof(q->providers)) ==
+            SESAME_ERROR)
+        return SESAME_ERROR;
+    return SESAME_OK;
+}
+
+void
+sesame_gate_signin_query_append(struct evbuffer *b, const struct sesame_gate_signin_query *q, bool direct)
+{
+    if (q->acr[0]) {
+        evbuffer_add(b, "&acr=", 5);
+        sesame_url_encode(b, q->acr, strlen(q->acr));
+    }
+    if (q->provider[0] || (direct && q->providers[0])) {
+        const char *p = q->provider[0] ? q->provider : q->providers;
+        size_t pl = q->provider[0] ? strlen(p) : strcspn(p, " ");
+        evbuffer_add(b, "&provider=", 10);
+        sesame_url_encode(b, p, pl);
+    } else if (q->providers[0]) {
+        evbuffer_add(b, "&providers=", 11);
+        sesame_url_encode(b, q->providers, strlen(q->providers));
+    }
+}
+
 char *
 sesame_gate_signin_url(struct sesame_req *req, const char *acr, bool direct)
 {
@@ -816,17 +851,13 @@ static void
 serve_signin(struct sesame_req *req)
 {
     const struct sesame_runtime_tenant *t = sesame_runtime_tenant(req->conf, req->tenant);
-    const struct sesame_http_request *m = &req->msg;
-    char rt[2100] = "", acr[33] = "", one[128] = "", several[1024] = "";
-    if (!sesame_url_query_unique(m->query, m->query_len) ||
-        sesame_url_query_get(m->query, m->query_len, "return_to", rt, sizeof(rt)) == SESAME_ERROR ||
-        sesame_url_query_get(m->query, m->query_len, "acr", acr, sizeof(acr)) == SESAME_ERROR ||
-        sesame_url_query_get(m->query, m->query_len, "provider", one, sizeof(one)) == SESAME_ERROR ||
-        sesame_url_query_get(m->query, m->query_len, "providers", several, sizeof(several)) == SESAME_ERROR) {
+    struct sesame_gate_signin_query q;
+    if (sesame_gate_signin_query_read(req, &q) != SESAME_OK) {
         sesame_gate_error(req, 400, NULL);
         return;
     }
-    char *safe = rt[0] ? sesame_gate_return_to(req, rt) : NULL;
+    const char *acr = q.acr, *one = q.provider, *several = q.providers;
+    char *safe = q.return_to[0] ? sesame_gate_return_to(req, q.return_to) : NULL;
     struct sesame_page_provider offered[SESAME_PAGE_MAX_PROVIDERS];
     size_t n = 0;
     bool unavailable = false;

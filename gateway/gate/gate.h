@@ -87,6 +87,26 @@ void sesame_gate_page_origin(struct sesame_req *req, int status, int page_id,
  * response). Malloc'd; NULL on failure. */
 char *sesame_gate_signin_url(struct sesame_req *req, const char *acr, bool direct);
 
+/* The sign-in parameters that Sésame's endpoints pass on to each other
+ * (signin, sso, the hop): return_to as sent, the level, the providers. */
+struct sesame_gate_signin_query {
+    char return_to[2100];
+    char acr[33];
+    char provider[128];              /* the one provider named, "" when none */
+    char providers[1024];            /* several, space-separated, "" when none */
+};
+
+/* Reads them from the request's query string; each is optional ("" when
+ * absent). Returns SESAME_OK, or SESAME_ERROR for a repeated parameter or a
+ * value that is malformed or too long (the caller answers 400). */
+int sesame_gate_signin_query_read(const struct sesame_req *req, struct sesame_gate_signin_query *q);
+
+/* Appends q's level and providers to a URL being built: "&acr=ACR" when
+ * set, then "&provider=NAME" (the one named, or with `direct` the first of
+ * several) or "&providers=A%20B". return_to is the caller's. */
+void sesame_gate_signin_query_append(struct evbuffer *b, const struct sesame_gate_signin_query *q,
+                                     bool direct);
+
 /* Appends the sign-in parameters of route r to a URL being built:
  * "&acr=ACR" when acr is given, then "&provider=NAME" (the route's provider,
  * or its only accepted one, or its first when `direct`) or

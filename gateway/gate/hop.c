@@ -135,16 +135,12 @@ sesame_hop_back_url(struct sesame_req *req)
 void
 sesame_hop_restart(struct sesame_req *req)
 {
-    const struct sesame_http_request *m = &req->msg;
-    char rt[MAX_URL] = "", acr[33] = "", one[128] = "", several[1024] = "";
-    if (!sesame_url_query_unique(m->query, m->query_len) ||
-        sesame_url_query_get(m->query, m->query_len, "return_to", rt, sizeof(rt)) == SESAME_ERROR ||
-        sesame_url_query_get(m->query, m->query_len, "acr", acr, sizeof(acr)) == SESAME_ERROR ||
-        sesame_url_query_get(m->query, m->query_len, "provider", one, sizeof(one)) == SESAME_ERROR ||
-        sesame_url_query_get(m->query, m->query_len, "providers", several, sizeof(several)) == SESAME_ERROR) {
+    struct sesame_gate_signin_query q;
+    if (sesame_gate_signin_query_read(req, &q) != SESAME_OK) {
         sesame_gate_error(req, 400, NULL);
         return;
     }
+    const char *rt = q.return_to;
     const char *r = rt[0] && sesame_returnto_is_safe_path(rt, strlen(rt)) ? rt : "/";
     char cname[128], n[NONCE_LEN + 1];
     hop_cookie_name(req, cname);
@@ -160,17 +156,7 @@ sesame_hop_restart(struct sesame_req *req)
                         req->conf->server.prefix);
     sesame_url_encode(b, back, strlen(back));
     free(back);
-    if (acr[0]) {
-        evbuffer_add(b, "&acr=", 5);
-        sesame_url_encode(b, acr, strlen(acr));
-    }
-    if (one[0]) {
-        evbuffer_add(b, "&provider=", 10);
-        sesame_url_encode(b, one, strlen(one));
-    } else if (several[0]) {
-        evbuffer_add(b, "&providers=", 11);
-        sesame_url_encode(b, several, strlen(several));
-    }
+    sesame_gate_signin_query_append(b, &q, false);
     char *loc = drain_string(b);
     sesame_server_redirect(req, 302, loc);
     free(loc);
@@ -189,9 +175,7 @@ struct sso {
     char nonce[NONCE_LEN + 1];
     char sid[SESAME_SESSION_ID_LEN + 1];
     char ticket[NONCE_LEN + 1];
-    char acr[33];
-    char provider[128];
-    char providers[1024];
+    struct sesame_gate_signin_query q; /* return_to, acr, provider(s) as asked */
 };
 
 static void
@@ -226,19 +210,7 @@ sso_signin(struct sesame_req *req, struct sso *x)
     evbuffer_add_printf(b, "%s%s%s?return_to=", req->tenant->public_url, req->conf->server.prefix,
                         direct ? "login" : "signin");
     sesame_url_encode(b, x->back, strlen(x->back));
-    if (x->acr[0]) {
-        evbuffer_add(b, "&acr=", 5);
-        sesame_url_encode(b, x->acr, strlen(x->acr));
-    }
-    if (x->provider[0] || (direct && x->providers[0])) {
-        const char *p = x->provider[0] ? x->provider : x->providers;
-        size_t pl = x->provider[0] ? strlen(p) : strcspn(p, " ");
-        evbuffer_add(b, "&provider=", 10);
-        sesame_url_encode(b, p, pl);
-    } else if (x->providers[0]) {
-        evbuffer_add(b, "&providers=", 11);
-        sesame_url_encode(b, x->providers, strlen(x->providers));
-    }
+    sesame_gate_signin_query_append(b, &x->q, direct);
     char *url = drain_string(b);
     sesame_server_redirect(req, 302, url);
     free(url);
@@ -286,12 +258,12 @@ provider_admitted(const struct sso *x, const char *p)
 {
     if (p == NULL)
         return false;
-    if (x->provider[0])
-        return strcmp(x->provider, p) == 0;
-    if (!x->providers[0])
+    if (x->q.provider[0])
+        return strcmp(x->q.provider, p) == 0;
+    if (!x->q.providers[0])
         return true;
     size_t n = strlen(p);
-    for (const char *s = x->providers; *s;) {
+    for (const char *s = x->q.providers; *s;) {
         while (*s == ' ')
             s++;
         size_t w = strcspn(s, " ");
@@ -323,7 +295,7 @@ sso_decide(struct sesame_req *req, struct sso *x, int status, struct sesame_sess
     }
     bool ok = status == SESAME_OK && s != NULL && provider_admitted(x, s->provider) &&
               tenant_accepts(req, x->target, s->provider) &&
-              (!x->acr[0] || sesame_jose_acr_rank(s->acr) >= sesame_jose_acr_rank(x->acr));
+              (!x->q.acr[0] || sesame_jose_acr_rank(s->acr) >= sesame_jose_acr_rank(x->q.acr));
     if (ok)
         mint(req, x);
     else
@@ -394,26 +366,18 @@ check_back(struct sesame_req *req, struct sso *x, const char *rt)
 void
 sesame_hop_sso(struct sesame_req *req)
 {
-    const struct sesame_http_request *m = &req->msg;
     struct sso *x = sesame_calloc(1, sizeof(*x));
     req->ext = x;
     req->ext_free = sso_free;
-    char rt[MAX_URL];
-    if (!sesame_url_query_unique(m->query, m->query_len) ||
-        sesame_url_query_get(m->query, m->query_len, "return_to", rt, sizeof(rt)) != SESAME_OK ||
-        sesame_url_query_get(m->query, m->query_len, "acr", x->acr, sizeof(x->acr)) == SESAME_ERROR ||
-        sesame_url_query_get(m->query, m->query_len, "provider", x->provider, sizeof(x->provider)) ==
-            SESAME_ERROR ||
-        sesame_url_query_get(m->query, m->query_len, "providers", x->providers, sizeof(x->providers)) ==
-            SESAME_ERROR ||
-        req->tenant->territory != NULL || !check_back(req, x, rt)) {
+    if (sesame_gate_signin_query_read(req, &x->q) != SESAME_OK || x->q.return_to[0] == '\0' ||
+        req->tenant->territory != NULL || !check_back(req, x, x->q.return_to)) {
         /* (a member of a territory signs in at the territory's host, not its own) */
         sesame_log_info("request %s: sso refused: malformed or foreign return_to", req->request_id);
         sesame_gate_error(req, 400, NULL);
         return;
     }
-    if (x->acr[0] && sesame_jose_acr_rank(x->acr) <= 0)
-        x->acr[0] = '\0';
+    if (x->q.acr[0] && sesame_jose_acr_rank(x->q.acr) <= 0)
+        x->q.acr[0] = '\0';
     if (sesame_gate_is_api(req)) {
         sesame_gate_error(req, 401, NULL);
         return;
