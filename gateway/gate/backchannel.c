@@ -71,6 +71,7 @@ struct bcl {
     char *token;
     char index[65];
     const char *kind;
+    bool front;                      /* front-channel: answer_frame() */
 };
 
 static void
@@ -149,6 +150,39 @@ aud_has(const json_t *aud, const char *client_id)
     return found;
 }
 
+/* The origin (scheme://host[:port]) of an https URL into out; false when it
+ * has none. */
+static bool
+url_origin(const char *url, char *out, size_t cap)
+{
+    const char *p = strstr(url, "://");
+    if (p == NULL)
+        return false;
+    size_t n = (size_t)(p + 3 - url) + strcspn(p + 3, "/?#");
+    if (n >= cap)
+        return false;
+    memcpy(out, url, n);
+    out[n] = '\0';
+    return true;
+}
+
+/* The answer of a front-channel logout: an empty page that only the
+ * provider's origin may frame. */
+static void
+answer_frame(struct sesame_req *req, const struct sesame_conf_provider *p)
+{
+    char origin[300], headers[512];
+    url_origin(p->issuer, origin, sizeof(origin));
+    snprintf(headers, sizeof(headers),
+             "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
+             "Content-Security-Policy: default-src 'none'; frame-ancestors %s\r\n",
+             origin);
+    struct evbuffer *body = evbuffer_new();
+    evbuffer_add_printf(body, "<!doctype html><html lang=\"fr\"><title>Déconnexion</title></html>\n");
+    sesame_server_respond(req, 200, "text/html; charset=utf-8", headers, body);
+    evbuffer_free(body);
+}
+
 static void
 revoked_cb(int status, size_t count, void *arg)
 {
@@ -163,9 +197,12 @@ revoked_cb(int status, size_t count, void *arg)
         answer(req, 503, "temporarily_unavailable");
         return;
     }
-    sesame_log_info("request %s: back-channel logout from provider %s: %zu session(s) by %s revoked",
-                    req->request_id, b->provider->name, count, b->kind);
-    answer(req, 200, NULL);
+    sesame_log_info("request %s: %s-channel logout from provider %s: %zu session(s) by %s revoked",
+                    req->request_id, b->front ? "front" : "back", b->provider->name, count, b->kind);
+    if (b->front)
+        answer_frame(req, b->provider);
+    else
+        answer(req, 200, NULL);
 }
 
 static void
@@ -366,49 +403,6 @@ sesame_backchannel_logout(struct sesame_req *req)
 
 /* ---- front-channel logout ---- */
 
-/* The origin (scheme://host[:port]) of an https URL into out; false when it
- * has none. */
-static bool
-url_origin(const char *url, char *out, size_t cap)
-{
-    const char *p = strstr(url, "://");
-    if (p == NULL)
-        return false;
-    size_t n = (size_t)(p + 3 - url) + strcspn(p + 3, "/?#");
-    if (n >= cap)
-        return false;
-    memcpy(out, url, n);
-    out[n] = '\0';
-    return true;
-}
-
-static void
-front_revoked(int status, size_t count, void *arg)
-{
-    struct sesame_req *req = arg;
-    struct bcl *b = req->ext;
-    b->sop = NULL;
-    if (req->aborted) {
-        sesame_server_request_done(req);
-        return;
-    }
-    if (status != SESAME_OK) {
-        answer(req, 503, "temporarily_unavailable");
-        return;
-    }
-    sesame_log_info("request %s: front-channel logout from provider %s: %zu session(s) revoked",
-                    req->request_id, b->provider->name, count);
-    char origin[300], headers[512];
-    url_origin(b->provider->issuer, origin, sizeof(origin));
-    snprintf(headers, sizeof(headers),
-             "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
-             "Content-Security-Policy: default-src 'none'; frame-ancestors %s\r\n",
-             origin);
-    struct evbuffer *body = evbuffer_new();
-    evbuffer_add_printf(body, "<!doctype html><html lang=\"fr\"><title>Déconnexion</title></html>\n");
-    sesame_server_respond(req, 200, "text/html; charset=utf-8", headers, body);
-    evbuffer_free(body);
-}
 
 void
 sesame_frontchannel_logout(struct sesame_req *req)
@@ -438,10 +432,11 @@ sesame_frontchannel_logout(struct sesame_req *req)
     struct bcl *b = sesame_calloc(1, sizeof(*b));
     b->provider = p;
     b->kind = "sid";
+    b->front = true;
     index_name(p->name, "sid", sid, b->index);
     req->ext = b;
     req->ext_free = bcl_free;
-    if (sesame_session_revoke_account(st, "@bcl", b->index, front_revoked, req, &b->sop) != SESAME_AGAIN) {
+    if (sesame_session_revoke_account(st, "@bcl", b->index, revoked_cb, req, &b->sop) != SESAME_AGAIN) {
         b->sop = NULL;
         answer(req, 503, "temporarily_unavailable");
     }
