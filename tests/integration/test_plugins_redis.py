@@ -5,7 +5,7 @@ tests/unit/plugins/plugin_driver as the daemon loads it), show / find-sub /
 link / unlink / delete, erasure of sessions, the records encrypted at rest,
 and list / search / export / purge.
 
-Test identities are those of /work/shared/fc-test-identities.csv.
+Test identities are those of ../shared/fc-test-identities.csv.
 """
 
 import json

@@ -46,7 +46,7 @@ same(const char *a, const char *b)
 }
 
 /* Every given and family name (and nom d'usage) of the test identities in
- * /work/shared/fc-test-identities.csv, with its expected normal form. */
+ * ../shared/fc-test-identities.csv, with its expected normal form. */
 static void
 test_test_identities(void **state)
 {

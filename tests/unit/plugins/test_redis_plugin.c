@@ -2,7 +2,7 @@
  * Live tests of the redis account plugin: a real redis-server on a free
  * loopback port, the plugin loaded with dlopen through the account loader,
  * resolves on the worker pool, and a plain hiredis connection to look at the
- * keys. Test identities are those of /work/shared/fc-test-identities.csv.
+ * keys. Test identities are those of ../shared/fc-test-identities.csv.
  */
 #include <setjmp.h>
 #include <stdarg.h>
